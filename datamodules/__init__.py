@@ -1,0 +1,1 @@
+"""One LightningDataModule per benchmark (contract 1 in DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""Callbacks shared by every method: pictures, results, checkpoints."""

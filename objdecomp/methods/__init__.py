@@ -1,0 +1,1 @@
+"""One LightningModule per paper and baseline."""

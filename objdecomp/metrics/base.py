@@ -1,0 +1,43 @@
+"""The interface between metrics and the two contracts.
+
+A :class:`DecompositionMetric` reads a batch (contract 1) and a :class:`Decomposition`
+(contract 2) and keeps only summable state (sums, counts, confusion matrices), so that its
+value under DDP equals the single-process value and each image is counted once.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import ClassVar, Dict, Mapping, Tuple
+
+from torch import Tensor
+from torchmetrics import Metric
+
+from objdecomp.types import Decomposition
+
+
+class DecompositionMetric(Metric):
+    """A torchmetrics ``Metric`` fed with ``update(batch, decomposition)``.
+
+    ``required_keys`` names the batch keys it needs; the base module updates a metric only
+    on batches that carry them. ``compute()`` returns named values (e.g. ``{"macc": …,
+    "miou": …}``), logged as ``<split>/<metric name>_<value name>``, or ``<split>/<metric
+    name>`` when the only value is named ``""``.
+    """
+
+    required_keys: ClassVar[Tuple[str, ...]] = ()
+    needs_classes: ClassVar[bool] = False  # needs Decomposition.classes
+    full_state_update = False
+
+    def applies_to(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> bool:
+        if self.needs_classes and decomposition.classes is None:
+            return False
+        return all(key in batch for key in self.required_keys)
+
+    @abstractmethod
+    def update(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> None:
+        """Accumulate the summable state of one batch."""
+
+    @abstractmethod
+    def compute(self) -> Dict[str, Tensor]:
+        """Named scalar values from the (already DDP-synchronised) state."""
