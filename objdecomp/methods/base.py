@@ -65,6 +65,11 @@ class DecompositionModule(pl.LightningModule, ABC):
     def checked_decompose(self, images: Tensor) -> Decomposition:
         return self.decompose(images).check(images)
 
+    def pictures(self) -> Dict[str, Tensor]:
+        """Method-specific pictures (name -> ``[3, H, W]`` in [0, 1]), e.g. DTI's learned
+        sprites; saved and logged by the visualisation callback beside the decomposition grid."""
+        return {}
+
     # --- evaluation ------------------------------------------------------------------------
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics)
