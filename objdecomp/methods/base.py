@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_info
 import torch
 from torch import Tensor, nn
 
@@ -107,6 +108,11 @@ class DecompositionModule(pl.LightningModule, ABC):
             self.log_dict(values, sync_dist=False)
 
     # --- training helpers ------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        if self.trainer.ckpt_path:
+            rank_zero_info(f"resumed from {self.trainer.ckpt_path} at global step {self.global_step} "
+                           f"(batch step {self.batch_step}, epoch {self.current_epoch})")
+
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._current_batch = batch  # kept for the non-finite-loss dump
 

@@ -1,0 +1,110 @@
+"""Results files and end-of-run summaries.
+
+``objdecomp test`` writes ``$OBJDECOMP_RESULTS/<experiment>/<run>.json``: the test metrics,
+the resolved config, git revision, global (optimizer) and batch steps of the evaluated
+checkpoint, hardware, seed and wall times. ``objdecomp/tables.py`` reads these files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities import rank_zero_info
+
+from objdecomp.paths import results_root
+from objdecomp.runs import RunInfo, git_revision, hardware
+
+
+class ResultsWriter(pl.Callback):
+    """Writes the results JSON after ``test`` and prints one summary line after fit/test."""
+
+    def __init__(self, run: RunInfo, config: Any, subcommand: Optional[str]):
+        self.run, self.config, self.subcommand = run, config, subcommand
+        self._started = time.time()
+        self.path: Optional[Path] = None
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        checkpoint = trainer.checkpoint_callback
+        last = getattr(checkpoint, "last_model_path", "") or getattr(checkpoint, "best_model_path", "")
+        rank_zero_info(
+            f"fit done: {trainer.global_step} optimizer steps, epoch {trainer.current_epoch}, "
+            f"{time.time() - self._started:.0f} s | {_format(_split_metrics(trainer, 'val'))} | "
+            f"checkpoint: {last or 'none'}")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = _split_metrics(trainer, "test")
+        if trainer.is_global_zero:
+            self.path = self.write(trainer, metrics)
+        rank_zero_info(f"test done: {_format(metrics)} | results: {self.path}")
+
+    def write(self, trainer: pl.Trainer, metrics: Dict[str, float]) -> Path:
+        ckpt_path = trainer.ckpt_path
+        steps = _checkpoint_steps(ckpt_path)
+        record = {
+            "experiment": self.run.experiment,
+            "run": _run_name(ckpt_path) or self.run.name,
+            "metrics": metrics,
+            "checkpoint": str(ckpt_path) if ckpt_path else None,
+            "global_step": steps.get("global_step", trainer.global_step),
+            "batch_step": steps.get("batch_step"),
+            "epoch": steps.get("epoch"),
+            "seed": self.run.seed,
+            "git_revision": git_revision(),
+            "hardware": {**hardware(), "devices": trainer.num_devices,
+                         "strategy": type(trainer.strategy).__name__,
+                         "precision": str(trainer.precision)},
+            "test_wall_time_s": round(time.time() - self._started, 2),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": _plain(self.config),
+        }
+        path = results_root() / self.run.experiment / f"{record['run']}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")  # write then rename: never a half-written file
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        tmp.replace(path)
+        return path
+
+
+def _split_metrics(trainer: pl.Trainer, split: str) -> Dict[str, float]:
+    return {key: float(value) for key, value in sorted(trainer.callback_metrics.items())
+            if key.startswith(f"{split}/")}
+
+
+def _format(metrics: Dict[str, float]) -> str:
+    shown = [f"{k}={v:.4f}" for k, v in metrics.items() if not math.isnan(v)][:8]
+    return " ".join(shown) or "no metrics"
+
+
+def _run_name(ckpt_path: Optional[str]) -> Optional[str]:
+    """``<run>`` when the checkpoint lies at ``…/<run>/checkpoints/<file>.ckpt``."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)
+    return path.parent.parent.name if path.parent.name == "checkpoints" else None
+
+
+def _checkpoint_steps(ckpt_path: Optional[str]) -> Dict[str, int]:
+    if not ckpt_path or not Path(ckpt_path).is_file():
+        return {}
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
+    progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
+    return {"global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch"),
+            "batch_step": progress.get("total", {}).get("completed")}
+
+
+def _plain(config: Any) -> Any:
+    """A jsonargparse Namespace (or anything nested) as plain JSON-able data."""
+    if hasattr(config, "as_dict"):
+        config = config.as_dict()
+    if isinstance(config, dict):
+        return {str(k): _plain(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return [_plain(v) for v in config]
+    return config if isinstance(config, (str, int, float, bool, type(None))) else str(config)

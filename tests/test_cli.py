@@ -1,0 +1,83 @@
+"""The whole path through the CLI, in process: fit -> checkpoint -> test -> results JSON ->
+PNG grid -> W&B offline run folder; config errors; the non-finite guard."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from objdecomp.cli import ObjdecompCLI, main
+from objdecomp.methods.base import NonFiniteLossError
+
+TINY = {
+    "model": {"class_path": "tests.tiny.TinyMethod"},
+    "data": {"class_path": "tests.tiny.TinySquaresDataModule"},
+    "trainer": {"max_steps": 6, "enable_progress_bar": False, "val_check_interval": 3,
+                "log_every_n_steps": 1},
+    "checkpoint": {"every_n_train_steps": 3},
+    "pictures": {"every_n_steps": 3, "num_images": 4},
+}
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    monkeypatch.setenv("OBJDECOMP_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setattr("sys.argv", ["objdecomp"])  # LightningCLI reads sys.argv when warning
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    return tmp_path, config
+
+
+def run_cli(*args):
+    return ObjdecompCLI(args=list(args))
+
+
+def test_fit_then_test_writes_everything(workspace):
+    tmp, config = workspace
+    cli = run_cli("fit", "--config", str(config), "--experiment", "tiny")
+    assert cli.model.image_size == 16 and cli.model.max_objects == 3  # facts linked from data
+    run_dir = tmp / "results" / "tiny" / cli.run.name
+    assert cli.run.name.startswith("tiny-0-")
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "pictures" / "step0000003.png").is_file()
+    assert (run_dir / "pictures" / "step0000006.png").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B offline run folder missing"
+    assert "val/ari" in cli.trainer.callback_metrics
+
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    run_cli("test", "--config", str(config), "--experiment", "tiny", f"--ckpt_path={ckpt}")
+    record = json.loads((tmp / "results" / "tiny" / f"{cli.run.name}.json").read_text())
+    assert record["global_step"] == 6 and record["batch_step"] == 6
+    assert 0.0 <= record["metrics"]["test/ari_fg"] <= 1.0
+    assert record["config"]["model"]["class_path"] == "tests.tiny.TinyMethod"
+    assert record["seed"] == 0 and record["git_revision"]
+    assert (run_dir / "pictures" / "test.png").is_file()
+
+
+def test_unknown_key_is_rejected_with_its_name(workspace, capsys):
+    _, config = workspace
+    with pytest.raises(SystemExit):
+        run_cli("fit", "--config", str(config), "--model.init_args.not_a_key=3")
+    assert "not_a_key" in capsys.readouterr().err
+
+
+def test_print_config_shows_resolved_config(workspace, capsys):
+    _, config = workspace
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(config), "--print_config"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["trainer"]["use_distributed_sampler"] is False
+    assert printed["model"]["class_path"] == "tests.tiny.TinyMethod"
+
+
+def test_nonfinite_loss_stops_with_step_and_term(workspace):
+    tmp, config = workspace
+    with pytest.raises(NonFiniteLossError, match=r"'recon' is nan at global step 2"):
+        run_cli("fit", "--config", str(config), "--experiment", "nan",
+                "--model.init_args.nan_at_step=2", "--trainer.logger=false")
+    dumps = list((tmp / "results" / "nan").glob("*/checkpoints/nonfinite-step2.*"))
+    assert sorted(p.suffix for p in dumps) == [".ckpt", ".pt"]
