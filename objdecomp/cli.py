@@ -2,8 +2,7 @@
 
 ``objdecomp fit|validate|test|predict --config experiments/<name>.yaml [--key=value …]``
 trains or evaluates any method on any datamodule (subclass mode; ordered ``--config``
-files, the last wins; unknown keys are an error). ``objdecomp gallery|data|edit|tables``
-run the dataset gallery, the dataset downloader, object editing and the table renderer.
+files, the last wins; unknown keys are an error).
 
 Every run lives in ``$OBJDECOMP_RESULTS/<experiment>/<run>/`` (checkpoints, pictures,
 resolved config, W&B files), with ``run = <experiment>-<seed>-<short git sha>`` so that
@@ -12,7 +11,6 @@ rerunning the same command with ``--ckpt_path=last`` resumes the same run.
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Dict, List, Optional
 
 import yaml
@@ -26,12 +24,6 @@ from objdecomp.methods.base import DecompositionModule
 from objdecomp.runs import RunInfo, experiment_name_from_configs, make_logger
 
 FACTS = ("image_size", "channels", "max_objects", "num_classes", "num_background")
-TOOLS = {  # subcommand -> module whose main(argv) runs it
-    "gallery": "objdecomp.gallery",
-    "data": "objdecomp.data",
-    "edit": "objdecomp.methods.dti_sprites.editing",
-    "tables": "objdecomp.tables",
-}
 
 
 class SaveConfigToLogger(SaveConfigCallback):
@@ -95,15 +87,3 @@ def _fact_getter(fact: str):
     def get(datamodule: ObjectDataModule):
         return getattr(datamodule, fact)
     return get
-
-
-def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point of the ``objdecomp`` console script and ``python -m objdecomp``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
-        import importlib
-
-        importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
-        return
-    ObjdecompCLI(args=argv)
-

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = REPO_ROOT / "experiments"
+
 
 def data_root() -> Path:
     """Root of the on-disk datasets (``$OBJDECOMP_DATA``, default ``./data``)."""

@@ -17,11 +17,9 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from objdecomp.paths import results_root
+from objdecomp.paths import EXPERIMENTS, REPO_ROOT, results_root
 
 log = logging.getLogger(__name__)
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = REPO_ROOT / "experiments"
 WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "objdecomp")
 
 

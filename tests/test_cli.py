@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from objdecomp.cli import ObjdecompCLI, main
+from objdecomp.__main__ import main
+from objdecomp.cli import ObjdecompCLI
 from objdecomp.methods.base import NonFiniteLossError
 
 TINY = {

@@ -1,0 +1,87 @@
+"""Render the papers' tables from ``$OBJDECOMP_RESULTS/**/*.json`` beside the papers' numbers.
+
+The tables are data (``experiments/paper_tables.yaml``): each cell names the experiment
+whose runs fill it, the metric key in the results files and the paper's number (copied
+from ../shared/TABLES.md). Our column is the mean ± std over the runs found, with their
+count, or "not run". Nothing is ever filled from the paper.
+
+    objdecomp tables [--results DIR] [--out FILE] [--method dti_sprites]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import yaml
+
+from objdecomp.paths import EXPERIMENTS, results_root
+
+TABLES_FILE = EXPERIMENTS / "paper_tables.yaml"
+
+
+def collect(results: Path) -> Dict[str, List[Dict[str, float]]]:
+    """Experiment name -> list of metric dicts, one per results file (one per run)."""
+    runs: Dict[str, List[Dict[str, float]]] = defaultdict(list)
+    for path in sorted(results.rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # not a results file (W&B metadata, a file being written)
+        if isinstance(record, dict) and "experiment" in record and "metrics" in record:
+            runs[record["experiment"]].append(record["metrics"])
+    return runs
+
+
+def cell(runs: List[Dict[str, float]], key: str, scale: float, digits: int) -> str:
+    """``mean ± std (n=…)`` of ``key`` over runs, or ``not run``."""
+    values = [r[key] * scale for r in runs if key in r and r[key] == r[key]]
+    if not values:
+        return "not run"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (n=1)"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f} (n={len(values)})"
+
+
+def render(tables: dict, runs: Dict[str, List[Dict[str, float]]],
+           method: Optional[str] = None) -> str:
+    """All tables as Markdown: one row per cell, the paper's number beside ours."""
+    lines = ["# Reproduced tables", "",
+             "Ours: mean ± std over the runs in the results folder (n = runs). "
+             "Paper: the number printed in the paper.", ""]
+    for name, method_tables in tables.items():
+        if method and name != method:
+            continue
+        lines += [f"## {name}", ""]
+        for table in method_tables:
+            lines += [f"### {table['title']}", "", "| cell | metric | paper | ours | experiment |",
+                      "|---|---|---|---|---|"]
+            scale, digits = table.get("scale", 1.0), table.get("digits", 3)
+            for c in table["cells"]:
+                ours = cell(runs.get(c["experiment"], []), c["key"], scale, digits)
+                lines.append(f"| {c['cell']} | {c['metric']} | {c['paper']} | {ours} | "
+                             f"`{c['experiment']}` |")
+            if table.get("note"):
+                lines += ["", table["note"]]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="objdecomp tables", description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, default=None, help="results root (default $OBJDECOMP_RESULTS)")
+    parser.add_argument("--out", type=Path, default=None, help="Markdown file (default <results>/TABLES.md)")
+    parser.add_argument("--method", default=None, help="only this method's tables")
+    args = parser.parse_args(argv)
+    results = args.results or results_root()
+    text = render(yaml.safe_load(TABLES_FILE.read_text()), collect(results), args.method)
+    out = args.out or results / "TABLES.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
+    print(text)
+    print(f"\nwritten to {out}")

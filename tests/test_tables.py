@@ -1,0 +1,23 @@
+"""objdecomp tables: our column from results files, 'not run' otherwise, the paper's beside."""
+
+import json
+
+from objdecomp.tables import collect, main
+
+
+def write_run(folder, experiment, run, metrics):
+    path = folder / experiment / f"{run}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"experiment": experiment, "run": run, "metrics": metrics}))
+
+
+def test_tables_show_mean_std_count_and_not_run(tmp_path, capsys):
+    write_run(tmp_path, "dti_sprites_tetrominoes", "a", {"test/ari": 0.90, "test/ari_fg_dti": 0.5})
+    write_run(tmp_path, "dti_sprites_tetrominoes", "b", {"test/ari": 0.96, "test/ari_fg_dti": 0.7})
+    (tmp_path / "dti_sprites_tetrominoes" / "wandb-metadata.json").write_text("{not json")
+    assert len(collect(tmp_path)["dti_sprites_tetrominoes"]) == 2
+    main(["--results", str(tmp_path), "--method", "dti_sprites"])
+    text = (tmp_path / "TABLES.md").read_text()
+    assert "| Tetrominoes | ARI | 99.8 ± 0.1 | 93.0 ± 4.2 (n=2) |" in text
+    assert "| CLEVR6 | ARI | 90.7 ± 0.1 | not run |" in text
+    assert "redo" not in text and text in capsys.readouterr().out
