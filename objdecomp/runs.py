@@ -30,16 +30,19 @@ class RunInfo:
     experiment: str
     seed: Optional[int]
     git_sha: str
+    sweep_run_id: Optional[str] = None  # set by a W&B sweep agent: one folder per trial
 
     @classmethod
     def create(cls, experiment: str, seed) -> "RunInfo":
         seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-        return cls(experiment, seed, git_revision(short=True))
+        sweep_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+        return cls(experiment, seed, git_revision(short=True), sweep_run)
 
     @property
     def name(self) -> str:
         seed = "noseed" if self.seed is None else str(self.seed)
-        return f"{self.experiment.replace('/', '-')}-{seed}-{self.git_sha}"
+        name = f"{self.experiment.replace('/', '-')}-{seed}-{self.git_sha}"
+        return f"{name}-{self.sweep_run_id}" if self.sweep_run_id else name
 
     @property
     def directory(self) -> Path:
@@ -114,8 +117,9 @@ def make_logger(run: RunInfo) -> WandbLogger:
     rank_zero_info(f"W&B: {mode} ({'logged in' if mode == 'online' else 'not logged in or WANDB_MODE set'}); "
                    f"run '{run.name}' in {run.directory}; disable with --trainer.logger=false")
     run.directory.mkdir(parents=True, exist_ok=True)
-    # A deterministic id makes a resumed run continue the same W&B run.
-    run_id = re.sub(r"[^A-Za-z0-9_-]", "-", run.name)
+    # A deterministic id makes a resumed run continue the same W&B run; under a sweep
+    # agent the agent's own run id is kept.
+    run_id = run.sweep_run_id or re.sub(r"[^A-Za-z0-9_-]", "-", run.name)
     return WandbLogger(name=run.name, id=run_id, resume="allow", project=WANDB_PROJECT,
                        save_dir=str(run.directory), offline=mode != "online",
                        group=run.experiment, log_model=False)
