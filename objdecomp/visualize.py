@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
@@ -70,11 +71,24 @@ def decomposition_rows(images: Tensor, decomposition: Decomposition,
     return rows
 
 
-def save_rows(rows: Mapping[str, Tensor], path: Path, padding: int = 2) -> Tensor:
-    """Save rows (each ``[B, 3, H, W]``, same B) as one PNG grid, a row per entry; return it."""
+def save_rows(rows: Mapping[str, Tensor], path: Path, padding: int = 2, labels: bool = True) -> Tensor:
+    """Save rows (each ``[B, 3, H, W]``, same B) as one PNG grid, a row per entry, each
+    labelled on its left with its name; return the grid ``[3, H', W']``."""
     tensors: Sequence[Tensor] = [row.detach().float().cpu() for row in rows.values()]
-    columns = tensors[0].shape[0]
-    grid = make_grid(torch.cat(tensors), nrow=columns, padding=padding, pad_value=1.0)
+    grid = make_grid(torch.cat(tensors), nrow=tensors[0].shape[0], padding=padding, pad_value=1.0)
+    if labels:
+        strips = torch.stack([_label(name, tensors[0].shape[-2]) for name in rows])
+        grid = torch.cat([make_grid(strips, nrow=1, padding=padding, pad_value=1.0), grid], dim=2)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_image(grid, path)
     return grid
+
+
+def _label(text: str, height: int, width: int = 96) -> Tensor:
+    """``[3, height, width]`` white strip with ``text`` in black (PIL's built-in font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    strip = Image.new("RGB", (width, height), "white")
+    font = ImageFont.load_default(size=max(8, min(12, height // 2)))
+    ImageDraw.Draw(strip).text((2, height // 2), text, fill="black", font=font, anchor="lm")
+    return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).float() / 255.0
