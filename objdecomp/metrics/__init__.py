@@ -1,0 +1,45 @@
+"""Evaluators of object decompositions (DESIGN.md, "Evaluation and results").
+
+:func:`build_metrics` gives the metrics a dataset's facts allow; each is updated only on
+batches carrying its ground truth (:meth:`DecompositionMetric.applies_to`). The functional
+core, with the exact definitions and their sources, is :mod:`objdecomp.metrics.functional`.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from objdecomp.metrics.base import DecompositionMetric
+from objdecomp.metrics.clustering import ClusterAccuracy, CountAccuracy, SemanticSegmentation
+from objdecomp.metrics.segmentation import (ARI, ARIFG, BestOverlapIoU, BestPermutationForeground,
+                                            ForegroundSegmentation, MatchedIoU, PerImageMean)
+
+__all__ = ["ARI", "ARIFG", "BestOverlapIoU", "BestPermutationForeground", "ClusterAccuracy",
+           "CountAccuracy", "DecompositionMetric", "ForegroundSegmentation", "MatchedIoU",
+           "PerImageMean", "SemanticSegmentation", "build_metrics"]
+
+
+def build_metrics(num_classes: int, num_background: int,
+                  max_objects: int) -> Dict[str, DecompositionMetric]:
+    """The metrics that can apply to a dataset with these facts, keyed by their log names.
+
+    Args:
+        num_classes: semantic classes including background (0: no semantic ground truth).
+        num_background: leading ``mask`` ids that are background entities.
+        max_objects: most objects in an image (1: single-object sets, scored as ReDO does).
+    """
+    metrics: Dict[str, DecompositionMetric] = {
+        "ari": ARI(),
+        "matched_miou": MatchedIoU(num_background, include_background=True),
+        "best_overlap_miou": BestOverlapIoU(),
+        "cluster": ClusterAccuracy(),
+        "count": CountAccuracy(),
+    }
+    if num_background > 0:  # without background entities these equal ARI / a constant
+        metrics["ari_fg"] = ARIFG(num_background)
+        metrics["fg"] = ForegroundSegmentation(num_background)
+        if max_objects == 1:
+            metrics["fg_best"] = BestPermutationForeground(num_background)
+    if num_classes > 0:
+        metrics["semantic"] = SemanticSegmentation(num_classes)
+    return metrics
