@@ -52,7 +52,7 @@ def item_keys(seed: int, dataset: str, split: str, indices: Sequence[int]) -> np
     """uint64 key of each item; different datasets and splits draw from disjoint streams."""
     salt = np.uint64(zlib.crc32(dataset.encode()))  # stable across processes, unlike hash()
     stream = np.uint64(_STREAMS.get(split, zlib.crc32(split.encode()) | 1 << 32))
-    base = _mix(_mix(np.array([seed], dtype=np.uint64) ^ salt) + stream * _GOLDEN)
+    base = _mix(_mix(np.array([seed], dtype=np.uint64) ^ salt) + np.array([stream]) * _GOLDEN)
     return _mix(base + np.asarray(indices, dtype=np.uint64) * _GOLDEN)
 
 
@@ -95,7 +95,8 @@ class Random:
 
     def attempt(self, number: int) -> "Random":
         """A fresh generator for the ``number``-th redraw of the same keys."""
-        return Random(_mix(self.keys ^ (np.uint64(number) * np.uint64(0xD1B54A32D192ED03))))
+        salt = np.array([number], dtype=np.uint64) * np.uint64(0xD1B54A32D192ED03)
+        return Random(_mix(self.keys ^ salt))
 
 
 @dataclass
@@ -159,16 +160,18 @@ def paste_windows(windows: Tensor, origins: Tensor, active: Tensor, size: int,
         int64 ``[N, size, size]``: 0 where no object, else 1 + the index of the front object.
     """
     n, k, w, _ = windows.shape
-    canvas = torch.zeros(n, size + 2 * w, size + 2 * w, dtype=torch.int64)
+    side = size + 2 * w  # padded canvas: every window lies inside it
+    canvas = torch.zeros(n, side * side, dtype=torch.int64)
+    origins = origins.clamp(-w, size) + w  # a window off the canvas stays off it
     offsets = torch.arange(w)
-    rows = (origins[..., 0, None] + w + offsets).clamp(0, size + w)  # [N, K, w]
-    cols = (origins[..., 1, None] + w + offsets).clamp(0, size + w)
-    images = torch.arange(n)[:, None, None]
+    flat = ((origins[..., 0, None, None] + offsets[:, None]) * side
+            + origins[..., 1, None, None] + offsets).flatten(2)  # [N, K, w*w]
+    drawn = (windows & active[..., None, None]).flatten(2)
     order = range(k) if front == "last" else reversed(range(k))
     for obj in order:  # a loop over objects, never over pixels
-        r, c = rows[:, obj, :, None], cols[:, obj, None, :]
-        drawn = windows[:, obj] & active[:, obj, None, None]
-        canvas[images, r, c] = torch.where(drawn, obj + 1, canvas[images, r, c])
+        index = flat[:, obj]
+        canvas.scatter_(1, index, torch.where(drawn[:, obj], obj + 1, canvas.gather(1, index)))
+    canvas = canvas.view(n, side, side)
     return canvas[:, w : w + size, w : w + size]
 
 
@@ -196,10 +199,10 @@ def finish_scene(ids: Tensor, palette: Tensor, classes: Tensor, active: Tensor,
     pixels = visible_pixels(ids, k)[:, 1:]
     fine = ((pixels >= min_visible) | ~active).all(1)
     gather = ids.flatten(1)
-    image = palette.gather(1, gather[..., None].expand(-1, -1, palette.shape[-1]))
-    image = image.transpose(1, 2).reshape(ids.shape[0], palette.shape[-1], *ids.shape[1:])
+    channels = palette.shape[-1]
+    image = palette.transpose(1, 2).gather(2, gather[:, None].expand(-1, channels, -1))
     semantic = classes.gather(1, gather).view_as(ids)
-    return Scene(image=image.contiguous(), mask=ids.to(torch.uint8),
+    return Scene(image=image.view(-1, channels, *ids.shape[1:]), mask=ids.to(torch.uint8),
                  semantic=semantic.to(torch.uint8), count=(pixels > 0).sum(1),
                  ok=fine if ok is None else fine & ok)
 
@@ -248,6 +251,18 @@ def place_boxes(rng: Random, boxes: Tensor, active: Tensor, limits: Tensor,
         origins[:, obj] = origins_all[torch.arange(n), obj, index]
         ok &= found | ~active[:, obj]
     return origins, ok
+
+
+def tight_boxes(windows: Tensor) -> Tensor:
+    """int64 ``[..., 1, 4]`` (row, column, height, width) bounding box of each window's pixels
+    (zero height and width for an empty window), for :func:`place_boxes`."""
+    def span(any_on: Tensor) -> Tensor:
+        first = any_on.to(torch.uint8).argmax(-1)
+        last = any_on.shape[-1] - 1 - any_on.flip(-1).to(torch.uint8).argmax(-1)
+        return torch.stack([first, (last - first + 1) * any_on.any(-1)], -1)
+
+    rows, cols = span(windows.any(-1)), span(windows.any(-2))
+    return torch.stack([rows[..., 0], cols[..., 0], rows[..., 1], cols[..., 1]], -1)[..., None, :]
 
 
 def hsv_to_rgb(hsv: Tensor, dim: int = -1) -> Tensor:
