@@ -364,7 +364,8 @@ class ProceduralDataModule(ObjectDataModule):
         train_size, val_size, test_size: number of images per split.
         eval_on_train: DTI-Sprites' unsupervised protocol (notes/dti_sprites.md): validation
             and test images are the *first* training images (test = training images
-            0 .. test_size-1). Off by default, which keeps the three splits disjoint.
+            0 .. test_size-1, drawn like training images). Off by default, which keeps the
+            three splits disjoint.
         cache_dir: render each split once into uint8 files there (optional; generation is
             fast enough for training without it).
         batch_size, eval_batch_size, num_workers, seed: as in :class:`ObjectDataModule`;
@@ -384,6 +385,6 @@ class ProceduralDataModule(ObjectDataModule):
         """The renderer of ``split`` (a frozen dataclass: picklable, and its repr names it)."""
 
     def make_dataset(self, split: str) -> ProceduralDataset:
-        stream = "train" if self.eval_on_train else split
-        return ProceduralDataset(self.renderer(split), type(self).dataset_name, self.seed,
+        stream = "train" if self.eval_on_train else split  # same images as training
+        return ProceduralDataset(self.renderer(stream), type(self).dataset_name, self.seed,
                                  stream, self.sizes[split], cache_dir=self.cache_dir)
