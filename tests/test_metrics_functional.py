@@ -237,13 +237,23 @@ def test_best_permutation_is_redo_max_over_mask_and_complement():
 def test_dataset_permutation_uses_one_region_for_all_images():
     target = torch.tensor([[[1, 1, 0, 0]], [[1, 1, 0, 0]]]).bool()
     seg = torch.tensor([[[1, 1, 0, 0]], [[0, 0, 1, 1]]])  # region 1, then region 0, is the object
-    acc, iou, region = F.dataset_permutation_foreground_scores(seg, target)
-    assert region == 0 and acc.tolist() == [0.0, 1.0] and iou.tolist() == [0.0, 1.0]
+    acc, iou, foreground = F.dataset_permutation_foreground_scores(seg, target)
+    assert foreground.tolist() == [True, False]
+    assert acc.tolist() == [0.0, 1.0] and iou.tolist() == [0.0, 1.0]
     per_image = F.best_permutation_foreground_scores(seg, target)
     assert per_image[1].tolist() == [1.0, 1.0]
     # A region absent from the whole batch is still a candidate when K is given.
     full = torch.zeros(1, 1, 4, dtype=torch.long)
     assert F.best_permutation_foreground_scores(full, full.bool(), 2)[0].item() == 1.0
+
+
+def test_more_regions_a_single_background_region_is_a_candidate():
+    target = torch.tensor([[[0, 0, 1, 1, 1, 1]]]).bool()
+    seg = torch.tensor([[[0, 0, 1, 1, 2, 2]]])  # object split into regions 1 and 2
+    acc, iou = F.best_permutation_foreground_scores(seg, target)
+    assert acc.item() == 1.0 and iou.item() == 1.0
+    acc, iou, foreground = F.dataset_permutation_foreground_scores(seg, target)
+    assert foreground.tolist() == [False, True, True] and iou.item() == 1.0
 
 
 def test_count_accuracy():

@@ -82,7 +82,8 @@ def _ari_from_table(table: Tensor) -> Tensor:
     same_target_only = table.sum(1).square().sum(1) - sum_squares
     differ_both = n * n - same_pred_only - same_target_only - sum_squares
     agree = (same_pred_only == 0) & (same_target_only == 0)
-    tp, fp, fn, tn = (x.double() for x in (same_both, same_pred_only, same_target_only, differ_both))
+    tp, fp, fn, tn = (x.double() for x in
+                      (same_both, same_pred_only, same_target_only, differ_both))
     ari = 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
     ari = torch.where(agree, torch.ones_like(ari), ari)
     return torch.where(n == 0, torch.full_like(ari, float("nan")), ari)
@@ -197,18 +198,16 @@ def hungarian_scores(confusion: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     num_classes = counts.shape[1]
     mapping = torch.full((num_classes,), -1, dtype=torch.int64)
     mapping[classes] = rows[pred_idx]
-    correct, predicted = torch.zeros(num_classes).double(), torch.zeros(num_classes).double()
+    correct, predicted = torch.zeros(2, num_classes, dtype=torch.float64)
     correct[classes] = torch.from_numpy(used[pred_idx, classes])
     predicted[classes] = torch.from_numpy(used[pred_idx].sum(1))
     true = counts.sum(0)
     acc = torch.where(true > 0, correct / true.clamp(min=1), torch.zeros_like(true))
     union = predicted + true - correct
     iou = torch.where(union > 0, correct / union.clamp(min=1), torch.zeros_like(union))
-    macc, miou = acc.mean(), iou.mean()
-    if counts.sum() == 0:
-        macc, miou = torch.tensor(float("nan")).double(), torch.tensor(float("nan")).double()
-    device = confusion.device
-    return macc.to(device), miou.to(device), mapping.to(device)
+    scores = torch.stack([acc.mean(), iou.mean()]) if counts.sum() else torch.full((2,), np.nan)
+    macc, miou = scores.double().to(confusion.device)
+    return macc, miou, mapping.to(confusion.device)
 
 
 def matched_accuracy(confusion: Tensor) -> Tensor:
@@ -266,11 +265,18 @@ def foreground_scores(pred_fg: Tensor, target_fg: Tensor,
 
 def region_foreground_scores(segmentation: Tensor, target_fg: Tensor,
                              num_regions: Optional[int] = None) -> Tuple[Tensor, Tensor]:
-    """Accuracy and IoU of each candidate "region r is the foreground", ``[B, R]`` each.
+    """Accuracy and IoU of every candidate region permutation, ``[B, 2, R]`` each.
 
-    The building block of ReDO's evaluation: with two regions the candidates are the mask
-    and its complement. Deliberate generalisation for more regions: each single region is a
-    candidate foreground (one object per image, which is ReDO's setting).
+    The building block of ReDO's evaluation. Candidate ``[:, 0, r]``: region r is the
+    foreground; ``[:, 1, r]``: region r is the background and all others the foreground.
+    With two regions these are ReDO's mask and its complement (each twice). Deliberate
+    generalisation for R > 2 (ReDO only evaluates two regions): one object region, or one
+    background region, rather than all 2^R splits of the regions.
+
+    Args:
+        segmentation: int ``[B, H, W]`` region ids in ``[0, num_regions)``.
+        target_fg: bool ``[B, H, W]``.
+        num_regions: R, the number of components (default: the largest id + 1).
     """
     b = segmentation.shape[0]
     r = num_regions if num_regions is not None else int(segmentation.max()) + 1
@@ -279,7 +285,9 @@ def region_foreground_scores(segmentation: Tensor, target_fg: Tensor,
     pred = torch.bincount(cell.flatten(), minlength=b * r).view(b, r)
     tp = torch.bincount(cell[true], minlength=b * r).view(b, r)
     true_area, n = true.sum(1, keepdim=True).expand(b, r), torch.full_like(pred, seg.shape[1])
-    return foreground_scores_from_counts(torch.stack([tp, pred, true_area, n], -1))
+    region_is_fg = torch.stack([tp, pred, true_area, n], -1)
+    region_is_bg = torch.stack([true_area - tp, n - pred, true_area, n], -1)
+    return foreground_scores_from_counts(torch.stack([region_is_fg, region_is_bg], 1))
 
 
 def best_permutation_foreground_scores(segmentation: Tensor, target_fg: Tensor,
@@ -289,21 +297,32 @@ def best_permutation_foreground_scores(segmentation: Tensor, target_fg: Tensor,
     and IoU each take their best region permutation, chosen independently, ``[B]`` each.
 
     Pass ``num_regions`` (the number of components K) so that a region absent from the
-    whole batch still counts as a candidate: with K = 2 the candidates are then exactly
-    ReDO's mask and complement."""
+    whole batch still counts as a candidate."""
     acc, iou = region_foreground_scores(segmentation, target_fg, num_regions)
-    return acc.max(1).values, iou.max(1).values
+    return acc.flatten(1).max(1).values, iou.flatten(1).max(1).values
 
 
 def dataset_permutation_foreground_scores(segmentation: Tensor, target_fg: Tensor,
                                           num_regions: Optional[int] = None
-                                          ) -> Tuple[Tensor, Tensor, int]:
-    """The per-dataset variant: one region is the foreground of every image, the one with
-    the best mean IoU over the given images. Returns per-image ``(acc, iou)`` of that region
-    and the region."""
+                                          ) -> Tuple[Tensor, Tensor, Tensor]:
+    """The per-dataset variant: one region permutation for every image, the one with the
+    best mean IoU over the given images.
+
+    Returns:
+        Per-image ``(acc, iou)`` under that permutation, and ``[R]`` bool: which regions it
+        calls foreground.
+    """
     acc, iou = region_foreground_scores(segmentation, target_fg, num_regions)
-    region = int(iou.mean(0).argmax())
-    return acc[:, region], iou[:, region], region
+    role, region = best_candidate(iou.sum(0))
+    foreground = torch.arange(acc.shape[-1], device=acc.device) == region
+    return acc[:, role, region], iou[:, role, region], foreground if role == 0 else ~foreground
+
+
+def best_candidate(iou_total: Tensor) -> Tuple[int, int]:
+    """``(role, region)`` of the largest entry of a ``[2, R]`` table of summed IoUs laid out
+    as :func:`region_foreground_scores` (role 0: region is foreground, 1: is background)."""
+    role, region = divmod(int(iou_total.flatten().argmax()), iou_total.shape[1])
+    return role, region
 
 
 def count_accuracy(pred_count: Tensor, true_count: Tensor) -> Tensor:

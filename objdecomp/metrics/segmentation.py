@@ -157,8 +157,9 @@ class BestPermutationForeground(DecompositionMetric):
     """ReDO's evaluation: the region permutation that matches the ground truth best.
 
     ``acc``/``iou``: chosen per image, each independently, as the authors' code does
-    (notes/redo.md); ``acc_dataset``/``iou_dataset``: one region is the foreground of every
-    image, the region with the best mean IoU (a stricter variant reported beside it).
+    (notes/redo.md); ``acc_dataset``/``iou_dataset``: one permutation for every image, the
+    one with the best mean IoU (a stricter variant reported beside it). Candidates as in
+    :func:`functional.region_foreground_scores`.
     """
 
     required_keys = ("mask",)
@@ -170,8 +171,8 @@ class BestPermutationForeground(DecompositionMetric):
         _sum_state(self, "acc_total")
         _sum_state(self, "iou_total")
         _sum_state(self, "n_images", dtype=torch.int64)
-        _sum_state(self, "region_acc_total", shape=(MAX_REGIONS,))
-        _sum_state(self, "region_iou_total", shape=(MAX_REGIONS,))
+        _sum_state(self, "candidate_acc_total", shape=(2, MAX_REGIONS))
+        _sum_state(self, "candidate_iou_total", shape=(2, MAX_REGIONS))
 
     def update(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> None:
         k = decomposition.num_components
@@ -179,14 +180,16 @@ class BestPermutationForeground(DecompositionMetric):
             raise ValueError(f"at most {MAX_REGIONS} components are supported, got {k}")
         acc, iou = F.region_foreground_scores(decomposition.segmentation(),
                                               _foreground(batch, self.num_background), k)
-        self.acc_total += acc.max(1).values.sum()
-        self.iou_total += iou.max(1).values.sum()
+        self.acc_total += acc.flatten(1).max(1).values.sum()
+        self.iou_total += iou.flatten(1).max(1).values.sum()
         self.n_images += len(acc)
-        self.region_acc_total[:k] += acc.sum(0)
-        self.region_iou_total[:k] += iou.sum(0)
+        self.candidate_acc_total[:, :k] += acc.sum(0)
+        self.candidate_iou_total[:, :k] += iou.sum(0)
 
     def compute(self) -> Dict[str, Tensor]:
-        region = self.region_iou_total.argmax()
+        # Padding candidates (regions >= K) have zero sums; with nothing better (all IoUs 0)
+        # argmax picks the first, a real one.
+        role, region = F.best_candidate(self.candidate_iou_total)
         return {"acc": self.acc_total / self.n_images, "iou": self.iou_total / self.n_images,
-                "acc_dataset": self.region_acc_total[region] / self.n_images,
-                "iou_dataset": self.region_iou_total[region] / self.n_images}
+                "acc_dataset": self.candidate_acc_total[role, region] / self.n_images,
+                "iou_dataset": self.candidate_iou_total[role, region] / self.n_images}
