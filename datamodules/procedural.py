@@ -182,29 +182,37 @@ def visible_pixels(ids: Tensor, num_objects: int) -> Tensor:
     return torch.bincount(flat.flatten(), minlength=n * (num_objects + 1)).view(n, -1)
 
 
-def finish_scene(ids: Tensor, palette: Tensor, classes: Tensor, active: Tensor,
-                 min_visible: int = 1, ok: Optional[Tensor] = None) -> Scene:
-    """Colour an id map with flat colours and derive the ground truth.
+def flat_colours(ids: Tensor, palette: Tensor) -> Tensor:
+    """uint8 ``[N, C, H, W]``: each pixel takes its entry's colour from ``palette`` ``[N, K + 1, C]``."""
+    channels = palette.shape[-1]
+    index = ids.flatten(1)[:, None].expand(-1, channels, -1)
+    return palette.transpose(1, 2).gather(2, index).view(-1, channels, *ids.shape[1:])
+
+
+def scene_from_ids(ids: Tensor, image: Tensor, classes: Tensor, active: Tensor,
+                   min_visible: int = 1, ok: Optional[Tensor] = None) -> Scene:
+    """Derive the ground truth of rendered images from their id maps.
 
     Args:
         ids: int64 ``[N, H, W]`` from :func:`paste_windows`.
-        palette: uint8 ``[N, K + 1, C]`` colour of the background (entry 0) and of each object.
+        image: uint8 ``[N, C, H, W]`` the rendered images.
         classes: int64 ``[N, K + 1]`` semantic class of each entry (entry 0 must be 0).
         active: bool ``[N, K]`` objects that were drawn.
         min_visible: an image is redrawn unless every drawn object shows at least this many
             pixels ("every visible object has pixels": no object is entirely hidden).
         ok: optional extra per-image validity from the renderer (e.g. placement succeeded).
     """
-    k = active.shape[1]
-    pixels = visible_pixels(ids, k)[:, 1:]
+    pixels = visible_pixels(ids, active.shape[1])[:, 1:]
     fine = ((pixels >= min_visible) | ~active).all(1)
-    gather = ids.flatten(1)
-    channels = palette.shape[-1]
-    image = palette.transpose(1, 2).gather(2, gather[:, None].expand(-1, channels, -1))
-    semantic = classes.gather(1, gather).view_as(ids)
-    return Scene(image=image.view(-1, channels, *ids.shape[1:]), mask=ids.to(torch.uint8),
-                 semantic=semantic.to(torch.uint8), count=(pixels > 0).sum(1),
-                 ok=fine if ok is None else fine & ok)
+    semantic = classes.gather(1, ids.flatten(1)).view_as(ids)
+    return Scene(image=image, mask=ids.to(torch.uint8), semantic=semantic.to(torch.uint8),
+                 count=(pixels > 0).sum(1), ok=fine if ok is None else fine & ok)
+
+
+def finish_scene(ids: Tensor, palette: Tensor, classes: Tensor, active: Tensor,
+                 min_visible: int = 1, ok: Optional[Tensor] = None) -> Scene:
+    """:func:`scene_from_ids` for flat-coloured objects (uint8 ``palette`` ``[N, K + 1, C]``)."""
+    return scene_from_ids(ids, flat_colours(ids, palette), classes, active, min_visible, ok)
 
 
 def first_valid(valid: Tensor) -> tuple:
@@ -266,10 +274,12 @@ def tight_boxes(windows: Tensor) -> Tensor:
 
 
 def hsv_to_rgb(hsv: Tensor, dim: int = -1) -> Tensor:
-    """HSV in [0, 1] to RGB in [0, 1] (piecewise linear, so exact across batch layouts)."""
+    """HSV to RGB in [0, 1]; hues wrap around (piecewise linear, exact in any batch layout)."""
     h, s, v = hsv.unbind(dim)
-    k = torch.stack([(5 + h * 6) % 6, (3 + h * 6) % 6, (1 + h * 6) % 6], dim)
-    ramp = torch.minimum(k, 4 - k).clamp(0, 1)
+    sextant = h.unsqueeze(dim) * 6 + torch.tensor([5.0, 3.0, 1.0]).view(
+        [3] + [1] * (hsv.dim() - 1 - (dim % hsv.dim())))
+    k = sextant.remainder_(6)
+    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)
     return v.unsqueeze(dim) - (v * s).unsqueeze(dim) * ramp
 
 

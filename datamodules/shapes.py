@@ -79,11 +79,14 @@ def sprite_windows(shape: Tensor, radius: Tensor, cos: Tensor, sin: Tensor, cent
     r = radius.reshape(-1, 1, 1)
     u = (c * dx + s * dy) / r  # the sprite's own frame: u along its axis, v across
     v = (c * dy - s * dx) / r
-    inside = torch.where(shape.reshape(-1, 1, 1) == SQUARE, _square(u, v, style.square),
-                         _ellipse(u, v, *style.ellipse))
-    inside = torch.where(shape.reshape(-1, 1, 1) == HEART, _heart(u, v, style.heart), inside)
-    inside = torch.where(shape.reshape(-1, 1, 1) == TRIANGLE, _triangle(u, v, style.triangle),
-                         inside)
+    kinds = shape.reshape(-1, 1, 1)
+    tests = {SQUARE: lambda: _square(u, v, style.square),
+             ELLIPSE: lambda: _ellipse(u, v, *style.ellipse),
+             HEART: lambda: _heart(u, v, style.heart),
+             TRIANGLE: lambda: _triangle(u, v, style.triangle)}
+    inside = torch.zeros(u.shape, dtype=torch.bool)
+    for kind in shape.unique().tolist():  # only the shapes present; a loop over 4 kinds
+        inside = torch.where(kinds == kind, tests[kind](), inside)
     return inside.view(*shape.shape, window, window), origins
 
 

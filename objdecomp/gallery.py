@@ -8,6 +8,7 @@ go to ``galleries/`` (git-ignored) unless ``--out`` says otherwise.
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 from typing import Dict, List, Type
 
@@ -57,6 +58,7 @@ def main(argv: List[str]) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="PNG path (default: galleries/<dataset>[_<split>].png)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. the digit source
     datamodule = datamodule_class(args.dataset)(seed=args.seed)
     batch = sample_batch(datamodule, args.split, args.n)
     suffix = "" if args.split == "train" else f"_{args.split}"
