@@ -1,0 +1,69 @@
+"""Weizmann Horse (Borenstein & Ullman) for cosegmentation, as DTI-Sprites uses it (Sec. 4.3), 128x128.
+
+Side-view horse photographs with figure/ground masks. Under ``root`` either layout works, images
+and masks paired by sorted file name (as DTI's code pairs them):
+
+* ``images/*.jpg`` + ``masks/*.png`` (the folder DTI-Sprites' authors published, fetched by
+  ``objdecomp data weizmann_horse``);
+* ``rgb/*`` + ``figure_ground/*`` (the original archive) or ``horse/*`` + ``mask/*``.
+
+Images are stretched to 128x128 (bilinear, no aspect kept) and masks resized with nearest
+neighbour, as DTI's ``Resize((128, 128))``; DTI trains and evaluates on the whole set and
+validates on its first 30 images. Items carry ``mask`` (0 background, 1 horse) and
+``semantic`` (the same map: one foreground class).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+from torch.utils.data import Dataset
+
+from datamodules.base import ObjectDataModule
+from datamodules.real_data import (ImageItems, Sample, binary_mask, default_root, list_images,
+                                   open_image)
+from objdecomp.paths import DatasetNotFoundError
+
+LAYOUTS = (("images", "masks"), ("rgb", "figure_ground"), ("horse", "mask"))
+
+
+def foreground(path: Path):
+    return binary_mask(open_image(path, "L"))
+
+
+class WeizmannHorseDataModule(ObjectDataModule):
+    """Weizmann Horse with foreground masks (DTI-Sprites Table 4).
+
+    Args:
+        root: folder with one of the layouts above (default ``<data root>/weizmann_horse``).
+        val_size: the first images used for validation (DTI: 30).
+        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+    """
+
+    dataset_name = "weizmann_horse"
+    image_size, channels, max_objects, num_classes, num_background = 128, 3, 1, 2, 1
+
+    def __init__(self, root: Optional[str] = None, val_size: int = 30, batch_size: int = 32,
+                 eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        self.root = default_root(root, self.dataset_name)
+        self.val_size = val_size
+
+    def samples(self) -> List[Sample]:
+        for image_dir, mask_dir in LAYOUTS:
+            images, masks = list_images(self.root / image_dir), list_images(self.root / mask_dir)
+            if images or masks:
+                if len(images) != len(masks):
+                    raise DatasetNotFoundError(
+                        self.dataset_name, self.root / mask_dir,
+                        f"{len(images)} images in {image_dir}/ but {len(masks)} masks in {mask_dir}/")
+                return [Sample(i, m) for i, m in zip(images, masks)]
+        raise DatasetNotFoundError(self.dataset_name, self.root, "no images/ + masks/ (or rgb/ + "
+                                   "figure_ground/, horse/ + mask/) folders")
+
+    def make_dataset(self, split: str) -> Dataset:
+        samples = self.samples()
+        if split == "val":
+            samples = samples[:self.val_size]
+        return ImageItems(samples, self.image_size, foreground=foreground, crop=False)
