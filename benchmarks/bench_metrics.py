@@ -3,12 +3,14 @@
 Run: ``python benchmarks/bench_metrics.py`` (``make bench-metrics``). Prints ms per image for
 each metric's ``update`` (including the argmax segmentation it reads) and its ``compute``,
 then the functional ARI beside per-image loops over sklearn and torchmetrics for reference.
-Target: <= 1 ms per image for ARI. Medians over repeats, 2 threads.
+``--threads N`` changes the thread count (default 2).
+Target: <= 1 ms per image for ARI. Best of several repeats (the least disturbed by
+other load on a shared machine), 2 threads.
 """
 
 from __future__ import annotations
 
-import statistics
+import argparse
 import time
 from typing import Callable, Dict, Tuple
 
@@ -21,7 +23,7 @@ from objdecomp.metrics import build_metrics
 from objdecomp.metrics import functional as F
 from objdecomp.types import Decomposition
 
-B, SIZE, SEGMENTS, REPEATS = 64, 128, 7, 5
+B, SIZE, SEGMENTS, REPEATS = 64, 128, 7, 7
 
 
 def voronoi(points: torch.Tensor) -> torch.Tensor:
@@ -48,26 +50,28 @@ def make_data(seed: int = 0) -> Tuple[Dict[str, torch.Tensor], Decomposition]:
     return batch, decomposition
 
 
-def median_ms(fn: Callable[[], object], repeats: int = REPEATS) -> float:
+def best_ms(fn: Callable[[], object], repeats: int = REPEATS) -> float:
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
+    return min(times) * 1000
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    torch.set_num_threads(parser.parse_args().threads)
     batch, decomposition = make_data()
     print(f"{B} images of {SIZE}x{SIZE}, {SEGMENTS} segments, {torch.get_num_threads()} threads")
     print(f"{'metric':<22}{'update ms/img':>15}{'compute ms':>12}")
     # Facts that enable every metric (fg_best needs max_objects == 1; it is timed all the same).
     for name, metric in build_metrics(num_classes=4, num_background=1, max_objects=1).items():
         metric.compute_with_cache = False  # time the computation, not torchmetrics' cache
-        update = median_ms(lambda: metric.update(batch, decomposition)) / B
-        compute = median_ms(metric.compute)
+        update = best_ms(lambda: metric.update(batch, decomposition)) / B
+        compute = best_ms(metric.compute)
         print(f"{name:<22}{update:>15.3f}{compute:>12.2f}")
 
     seg, target = decomposition.segmentation(), batch["mask"]
@@ -75,7 +79,8 @@ def main() -> None:
     oracle = [adjusted_rand_score(t.flatten().numpy(), p.flatten().numpy())
               for p, t in zip(seg, target)]
     print(f"\nARI on label maps (max |ours - sklearn| = {np.abs(ours.numpy() - oracle).max():.1e})")
-    rows = {"functional (batched)": lambda: F.adjusted_rand_index(seg, target),
+    rows = {"segmentation() alone": decomposition.segmentation,
+            "functional (batched)": lambda: F.adjusted_rand_index(seg, target),
             "argmax + functional": lambda: F.adjusted_rand_index(decomposition.segmentation(),
                                                                  target),
             "sklearn, looped": lambda: [adjusted_rand_score(t.flatten().numpy(),
@@ -84,7 +89,7 @@ def main() -> None:
             "torchmetrics, looped": lambda: [tm_adjusted_rand_score(p.flatten(), t.flatten())
                                              for p, t in zip(seg, target)]}
     for name, fn in rows.items():
-        print(f"{name:<22}{median_ms(fn, repeats=3) / B:>15.3f}")
+        print(f"{name:<22}{best_ms(fn, repeats=3) / B:>15.3f}")
 
 
 if __name__ == "__main__":

@@ -82,6 +82,15 @@ def test_ari_fg_excludes_every_background_entity():
     assert F.adjusted_rand_index(pred, target, valid=target >= 1).item() < 1.0
 
 
+def test_ari_fg_of_a_single_perfect_object_is_one():
+    # DeepMind's segmentation_metrics gives NaN here (notes/multi_object_data.md); sklearn 1.0.
+    target = torch.tensor([[0, 0, 1, 1, 1]])
+    assert F.adjusted_rand_index(torch.tensor([[3, 3, 5, 5, 5]]), target, target >= 1).item() == 1.0
+    split = torch.tensor([[3, 3, 5, 5, 6]])
+    assert F.adjusted_rand_index(split, target, target >= 1).item() == pytest.approx(
+        adjusted_rand_score([1, 1, 1], [5, 5, 6]), abs=1e-15)
+
+
 # --- matched IoU ----------------------------------------------------------------------------
 def brute_force_matched_iou(pred, target, scored_ids):
     p_ids = np.unique(pred)
