@@ -43,7 +43,6 @@ class IdentitySwitchRenderer:
     shapes: TexturedShapes = TexturedShapes()
 
     def __call__(self, rng: Random) -> Scene:
-        n = len(rng)
         offsets = GRID[rng.integers(0, len(GRID), 2, 2)]
         hue = rng.uniform(3, low=-MAX_HUE, high=MAX_HUE)
         return render_frames(self.shapes, offsets, hue)

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 
 from datamodules.procedural import (ProceduralDataModule, Random, Scene, finish_scene,
-                                    hsv_to_rgb, paste_windows, place_boxes, quantize,
-                                    tight_boxes)
-from datamodules.shapes import ELLIPSE, SQUARE, TRIANGLE, ShapeStyle, angle_table, sprite_windows
+                                    paste_windows, quantize)
+from datamodules.shapes import (ELLIPSE, SQUARE, TRIANGLE, ShapeStyle, angle_table,
+                                place_boxes, sprite_windows, tight_boxes)
+from datamodules.textures import hsv_to_rgb
 
 # dSprites' latent grids (dsprites-dataset README): 6 scales, 40 orientations, 32 positions.
 DSPRITES_SCALES = torch.tensor(np.linspace(0.5, 1.0, 6), dtype=torch.float32)

@@ -23,7 +23,8 @@ from torch import Tensor
 
 from datamodules.mnist_source import binarised, load_digits, mnist_source
 from datamodules.procedural import (ProceduralDataModule, Random, Scene, finish_scene,
-                                    paste_windows, place_boxes, tight_boxes)
+                                    paste_windows)
+from datamodules.shapes import place_boxes, tight_boxes
 
 
 @lru_cache(maxsize=4)

@@ -10,7 +10,8 @@ U(-0.45, 0.45) per object's chessboard and one for the background's wood.
 
 Deliberate choices (the authors' shape and texture images are not described): a 22x22
 square and a 26x18 ellipse, procedural textures (:mod:`datamodules.textures`), and hard
-shape edges (the authors interpolate a shifted mask). Objects may hang over the border, as
+shape edges (the authors interpolate a shifted mask), and the background's hue shift rounded
+to 1/1024 of the hue circle (a lookup table; below one uint8 level). Objects may hang over the border, as
 in the authors' generator; an object hidden entirely is redrawn.
 """
 
@@ -22,10 +23,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from datamodules.procedural import (ProceduralDataModule, Random, Scene, first_valid,
-                                    hsv_to_rgb, paste_windows, quantize, scene_from_ids)
-from datamodules.shapes import ELLIPSE, SQUARE, ShapeStyle, sprite_windows
-from datamodules.textures import texture_hsv
+from datamodules.procedural import (ProceduralDataModule, Random, Scene, flat_colours,
+                                    paste_windows, scene_from_ids)
+from datamodules.shapes import ELLIPSE, SQUARE, ShapeStyle, first_valid, sprite_windows
+from datamodules.textures import chess_colours, chessboard_parity, wood_shifted
 
 COUNT_PROBABILITIES = (0.03, 0.07, 0.10, 0.80)  # P(1), P(2), P(3), P(4)
 TEXTURE_SHAPES = torch.tensor([SQUARE, ELLIPSE])  # semantic classes 1 and 2
@@ -51,10 +52,13 @@ class TexturedShapes:
         windows, origins = sprite_windows(shape, ones * self.radius, ones, ones * 0, centre,
                                           self.window, ShapeStyle(ellipse=self.ellipse))
         ids = paste_windows(windows, origins, active, self.size, front="first")
-        wood, chess = texture_hsv(self.size, self.cell)
-        hsv = torch.where((ids == 0)[:, None], wood, chess)
-        hsv[:, 0] += hue.gather(1, ids.flatten(1)).view_as(ids)  # hues wrap in hsv_to_rgb
-        image = quantize(hsv_to_rgb(hsv, dim=1))
+        # Objects show their hue-shifted chessboard, the background its hue-shifted wood.
+        n, k = kind.shape
+        palette = torch.cat([torch.zeros(n, 2, 3, dtype=torch.uint8),
+                             chess_colours(hue[:, 1:]).flatten(1, 2)], 1)  # [N, 2 + 2K, 3]
+        entry = ids * 2 + chessboard_parity(self.size, self.cell)  # 0/1 = background
+        image = torch.where((ids == 0)[:, None], wood_shifted(hue[:, 0], self.size),
+                            flat_colours(entry, palette))
         classes = torch.cat([torch.zeros(len(kind), 1, dtype=torch.int64), kind + 1], 1)
         return scene_from_ids(ids, image, classes, active, ok=ok)
 
@@ -70,7 +74,7 @@ class MultiTextureRenderer:
     candidates: int = 32
 
     def __call__(self, rng: Random) -> Scene:
-        n, k = len(rng), len(COUNT_PROBABILITIES)
+        k = len(COUNT_PROBABILITIES)
         count = rng.choice(COUNT_PROBABILITIES) + 1
         active = torch.arange(k) < count[:, None]
         kind = rng.integers(0, len(TEXTURE_SHAPES), k)

@@ -1,4 +1,4 @@
-"""Vectorised rasterisation of the dSprites shapes and of the 19 fixed tetrominoes.
+"""Vectorised rasterisation of the dSprites shapes and the 19 fixed tetrominoes, and placement.
 
 Shapes are tested analytically at pixel centres inside a small window around each object,
 for all objects of a batch at once: a pixel belongs to a sprite when its coordinates in the
@@ -13,7 +13,12 @@ import math
 from dataclasses import dataclass
 
 import torch
+from typing import TYPE_CHECKING
+
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from datamodules.procedural import Random
 
 SQUARE, ELLIPSE, HEART, TRIANGLE = 0, 1, 2, 3
 SHAPE_NAMES = ("square", "ellipse", "heart", "triangle")
@@ -153,3 +158,62 @@ def tetromino_boxes(shape: Tensor, cell: int) -> Tensor:
     """int64 ``[..., 4, 4]``: each piece's cells as (row, column, height, width) pixel boxes."""
     cells = TETROMINO_CELLS[shape] * cell
     return torch.cat([cells, torch.full_like(cells, cell)], -1)
+
+
+# --- placement ----------------------------------------------------------------------------
+def first_valid(valid: Tensor) -> tuple:
+    """Index of the first True along the last axis (candidate sampling) and whether any was."""
+    found = valid.any(-1)
+    return valid.to(torch.uint8).argmax(-1), found
+
+
+def place_boxes(rng: Random, boxes: Tensor, active: Tensor, limits: Tensor,
+                candidates: int = 32) -> tuple:
+    """Place objects one by one at random integer origins so that no two overlap.
+
+    Each object is a union of axis-aligned boxes; object k takes the first of ``candidates``
+    uniformly drawn origins that overlaps no earlier object (the "resample the position
+    until it is free" rule of the LAVAE and Tetrominoes generators, vectorised).
+
+    Args:
+        rng: one stream per image.
+        boxes: int64 ``[N, K, B, 4]`` (row, column, height, width) relative to the origin;
+            unused boxes have zero height.
+        active: bool ``[N, K]``.
+        limits: int64 ``[N, K, 2]`` exclusive upper bound of the origin's row and column.
+        candidates: origins tried per object.
+
+    Returns:
+        ``(origins [N, K, 2] int64, ok [N] bool)``; ok is False when some object found no room.
+    """
+    n, k = active.shape
+    draws = rng.uniform(k, candidates, 2)  # [N, K, R, 2]
+    origins_all = (draws * limits[:, :, None, :].float()).long()
+    origins = torch.zeros(n, k, 2, dtype=torch.int64)
+    ok = torch.ones(n, dtype=torch.bool)
+    for obj in range(k):
+        cand = origins_all[:, obj, :, None, None, :] + boxes[:, obj, None, :, None, :2]
+        size = boxes[:, obj, None, :, None, 2:]  # [N, 1, B, 1, 2]
+        placed = (origins[:, :obj, None, :] + boxes[:, :obj, :, :2]).flatten(1, 2)  # [N, J, 2]
+        placed_size = boxes[:, :obj, :, 2:].flatten(1, 2)
+        placed_on = (active[:, :obj, None].expand(-1, -1, boxes.shape[2]).flatten(1)
+                     & (placed_size > 0).all(-1))
+        lo, hi = cand, cand + size  # [N, R, B, 1, 2]
+        plo, phi = placed[:, None, None], (placed + placed_size)[:, None, None]
+        clash = ((lo < phi) & (plo < hi)).all(-1) & (size > 0).all(-1) & placed_on[:, None, None]
+        index, found = first_valid(~clash.flatten(2).any(-1))
+        origins[:, obj] = origins_all[torch.arange(n), obj, index]
+        ok &= found | ~active[:, obj]
+    return origins, ok
+
+
+def tight_boxes(windows: Tensor) -> Tensor:
+    """int64 ``[..., 1, 4]`` (row, column, height, width) bounding box of each window's pixels
+    (zero height and width for an empty window), for :func:`place_boxes`."""
+    def span(any_on: Tensor) -> Tensor:
+        first = any_on.to(torch.uint8).argmax(-1)
+        last = any_on.shape[-1] - 1 - any_on.flip(-1).to(torch.uint8).argmax(-1)
+        return torch.stack([first, (last - first + 1) * any_on.any(-1)], -1)
+
+    rows, cols = span(windows.any(-1)), span(windows.any(-2))
+    return torch.stack([rows[..., 0], cols[..., 0], rows[..., 1], cols[..., 1]], -1)[..., None, :]

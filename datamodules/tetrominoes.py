@@ -20,9 +20,9 @@ from typing import Optional
 import torch
 
 from datamodules.procedural import (ProceduralDataModule, Random, Scene, finish_scene,
-                                    paste_windows, place_boxes)
-from datamodules.shapes import (NUM_TETROMINOES, TETROMINO_EXTENT, tetromino_boxes,
-                                tetromino_windows)
+                                    paste_windows)
+from datamodules.shapes import (NUM_TETROMINOES, TETROMINO_EXTENT, place_boxes,
+                                tetromino_boxes, tetromino_windows)
 
 # Red, green, blue, yellow, magenta, cyan (the README's six colours).
 COLOURS = torch.tensor([[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0], [255, 0, 255],

@@ -5,8 +5,8 @@ on "a randomly colorized wooden texture background"; its generator hue-shifts on
 chessboard image per object and one fixed wood image per scene (notes/cis.md). Those images
 ship with the authors' code; ours are procedural stand-ins with the same roles: a fixed
 canvas-aligned chessboard of two colours, and fixed wood grain (distorted rings, light and
-dark bands). Both are computed once per canvas size, in HSV, so that a per-image hue shift is
-a cheap addition.
+dark bands), computed once per canvas size. Also the HSV <-> RGB conversions the colour laws
+of the procedural sets use.
 """
 
 from __future__ import annotations
@@ -17,10 +17,23 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from datamodules.procedural import quantize
+
 # Two chessboard colours of different hue and value, so that the pattern survives any hue
 # shift (a grey or white square would not change colour at all).
 CHESS_COLOURS = ((0.86, 0.20, 0.16), (0.96, 0.84, 0.30))
 WOOD_LIGHT, WOOD_DARK = (0.80, 0.58, 0.33), (0.47, 0.27, 0.12)
+HUE_LEVELS = 1024
+
+
+def hsv_to_rgb(hsv: Tensor, dim: int = -1) -> Tensor:
+    """HSV to RGB in [0, 1]; hues wrap around (piecewise linear, exact in any batch layout)."""
+    h, s, v = hsv.unbind(dim)
+    sextant = h.unsqueeze(dim) * 6 + torch.tensor([5.0, 3.0, 1.0]).view(
+        [3] + [1] * (hsv.dim() - 1 - (dim % hsv.dim())))
+    k = sextant.remainder_(6)
+    ramp = torch.minimum(k, 4 - k).clamp_(0, 1)
+    return v.unsqueeze(dim) - (v * s).unsqueeze(dim) * ramp
 
 
 def rgb_to_hsv(rgb: Tensor, dim: int = 0) -> Tensor:
@@ -36,12 +49,18 @@ def rgb_to_hsv(rgb: Tensor, dim: int = 0) -> Tensor:
     return torch.stack([hue, saturation, value], dim)
 
 
-def chessboard(size: int, cell: int = 4) -> Tensor:
-    """``[3, size, size]`` RGB chessboard of :data:`CHESS_COLOURS` with ``cell``-pixel squares."""
+def chessboard_parity(size: int, cell: int = 4) -> Tensor:
+    """int64 ``[size, size]``: which of the two :data:`CHESS_COLOURS` each pixel shows."""
     index = torch.arange(size) // cell
-    parity = (index[:, None] + index[None, :]) % 2
-    colours = torch.tensor(CHESS_COLOURS)
-    return colours[parity].permute(2, 0, 1)
+    return (index[:, None] + index[None, :]) % 2
+
+
+def chess_colours(shift: Tensor) -> Tensor:
+    """uint8 ``[..., 2, 3]``: the two chessboard colours with their hue shifted by ``shift``."""
+    hsv = rgb_to_hsv(torch.tensor(CHESS_COLOURS), dim=-1)  # [2, 3]
+    hue = hsv[:, 0] + shift[..., None]
+    shifted = torch.cat([hue[..., None], hsv[:, 1:].expand(*hue.shape, 2)], -1)
+    return quantize(hsv_to_rgb(shifted))
 
 
 def wood(size: int) -> Tensor:
@@ -53,12 +72,26 @@ def wood(size: int) -> Tensor:
     radius = radius + 0.015 * torch.sin(2 * math.pi * (3 * x + 5 * y))
     rings = 0.5 + 0.5 * torch.sin(2 * math.pi * 9 * radius)
     band = rings ** 3  # thin dark late-wood bands between wide light early-wood ones
-    light, dark = torch.tensor(WOOD_LIGHT, dtype=torch.float64), torch.tensor(WOOD_DARK, dtype=torch.float64)
-    colour = dark[:, None, None] + (light - dark)[:, None, None] * (1 - band)
-    return colour.float()
+    light = torch.tensor(WOOD_LIGHT, dtype=torch.float64)[:, None, None]
+    dark = torch.tensor(WOOD_DARK, dtype=torch.float64)[:, None, None]
+    return (dark + (light - dark) * (1 - band)).float()
 
 
-@lru_cache(maxsize=4)
-def texture_hsv(size: int, cell: int = 4) -> tuple:
-    """(wood, chessboard) as ``[3, size, size]`` HSV canvases, computed once per size."""
-    return rgb_to_hsv(wood(size)), rgb_to_hsv(chessboard(size, cell))
+@lru_cache(maxsize=2)
+def wood_hue_table(size: int, levels: int = HUE_LEVELS) -> Tensor:
+    """uint8 ``[levels, 3, size, size]``: the wood with its hue shifted by ``j / levels``.
+
+    Shifting a whole canvas per image is the costliest step of Multi-Texture; a table of
+    1,024 shifts (steps under one uint8 level of any channel) replaces it by a lookup.
+    """
+    hsv = rgb_to_hsv(wood(size))
+    shifts = torch.arange(levels, dtype=torch.float32) / levels
+    hue = hsv[0] + shifts[:, None, None]
+    table = hsv_to_rgb(torch.stack([hue, hsv[1].expand_as(hue), hsv[2].expand_as(hue)], 1), dim=1)
+    return quantize(table)
+
+
+def wood_shifted(shift: Tensor, size: int) -> Tensor:
+    """uint8 ``[N, 3, size, size]`` wood with hue shifts ``shift`` ``[N]`` (nearest table level)."""
+    level = (shift.remainder(1.0) * HUE_LEVELS).round().long() % HUE_LEVELS
+    return wood_hue_table(size)[level]

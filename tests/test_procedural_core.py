@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.procedural import (ProceduralDataset, Random, hsv_to_rgb, item_keys,
-                                    paste_windows, place_boxes, tight_boxes)
+from datamodules.procedural import ProceduralDataset, Random, item_keys, paste_windows
+from datamodules.shapes import place_boxes, tight_boxes
 from datamodules.tetrominoes import TetrominoesRenderer
+from datamodules.textures import hsv_to_rgb
 
 
 def test_random_streams_depend_only_on_their_key():
