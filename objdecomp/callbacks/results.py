@@ -96,7 +96,7 @@ def _checkpoint_steps(ckpt_path: Optional[str]) -> Dict[str, int]:
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress", {})
     return {"global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch"),
-            "batch_step": progress.get("total", {}).get("completed")}
+            "batch_step": progress.get("total", {}).get("processed")}
 
 
 def _plain(config: Any) -> Any:

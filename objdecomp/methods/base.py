@@ -192,8 +192,11 @@ class DecompositionModule(pl.LightningModule, ABC):
                  len(result.missing_keys), len(result.unexpected_keys))
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        # Tensors and plain Python values only, so the checkpoint loads with weights_only=True.
+        kind, keys, position, has_gauss, cached = np.random.get_state()
         checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
             "python": random.getstate(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         }
@@ -203,7 +206,8 @@ class DecompositionModule(pl.LightningModule, ABC):
         if states is None:
             return
         torch.set_rng_state(states["torch"])
-        np.random.set_state(states["numpy"])
+        kind, keys, position, has_gauss, cached = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, cached))
         random.setstate(states["python"])
         if states["cuda"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
