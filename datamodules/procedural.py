@@ -112,9 +112,6 @@ class Scene:
     count: Tensor  # int64 [N], visible objects
     ok: Tensor  # bool [N]
 
-    def take(self, index: Tensor) -> "Scene":
-        return Scene(*(getattr(self, f)[index] for f in (*FIELDS, "ok")))
-
     def put(self, index: Tensor, other: "Scene") -> None:
         for name in (*FIELDS, "ok"):
             getattr(self, name)[index] = getattr(other, name)
