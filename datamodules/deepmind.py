@@ -33,6 +33,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
+from datamodules.real_data import dti_subset
 from objdecomp.paths import DatasetNotFoundError, data_root
 
 CACHE_VERSION = 1
@@ -74,17 +75,15 @@ SPECS: Dict[str, MultiObjectSpec] = {
 }
 
 
-def read_meta(directory: Path, name: str, source: str) -> dict:
-    """The ``meta.json`` of a prepared cache; :class:`DatasetNotFoundError` when absent."""
+def read_meta(directory: Path, name: str, command: str) -> dict:
+    """The ``meta.json`` of a prepared cache; :class:`DatasetNotFoundError` naming ``command`` when absent."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
-        raise DatasetNotFoundError(
-            name, directory, f"no prepared '{source}' cache (meta.json missing); prepare it with "
-            f"`objdecomp data {name} --source {source}`")
+        raise DatasetNotFoundError(name, directory, f"no prepared cache (meta.json missing); `{command}`")
     meta = json.loads(meta_path.read_text())
     if meta.get("version") != CACHE_VERSION:
         raise DatasetNotFoundError(name, directory, f"cache version {meta.get('version')} != "
-                                   f"{CACHE_VERSION}; re-run `objdecomp data {name} --source {source}`")
+                                   f"{CACHE_VERSION}; re-run `{command}`")
     return meta
 
 
@@ -125,15 +124,6 @@ class PreparedScenes(Dataset):
         return {**self.__dict__, "_arrays": None}
 
 
-def dti_subset(total: int, size: int, seed: int) -> np.ndarray:
-    """``size`` random indices out of ``total`` exactly as DTI-Sprites draws them.
-
-    Its code seeds numpy's global legacy generator and calls ``np.random.choice(range(total),
-    size, replace=False)``; a seeded ``RandomState`` gives the same indices.
-    """
-    return np.random.RandomState(seed).choice(total, min(size, total), replace=False)
-
-
 class DeepMindDataModule(ObjectDataModule):
     """Shared loader of the prepared multi-object caches (see the module docstring).
 
@@ -171,8 +161,12 @@ class DeepMindDataModule(ObjectDataModule):
     def cache_dir(self) -> Path:
         return self.root / self.source
 
+    @property
+    def prepare_command(self) -> str:
+        return f"objdecomp data {self.dataset_name} --source {self.source}"
+
     def make_dataset(self, split: str) -> Dataset:
-        meta = read_meta(self.cache_dir, self.dataset_name, self.source)
+        meta = read_meta(self.cache_dir, self.dataset_name, self.prepare_command)
         if meta["image_size"] != self.image_size or meta["spec"] != self.spec_key:
             raise ValueError(f"{self.cache_dir} holds '{meta['spec']}' at {meta['image_size']} px, "
                              f"not '{self.spec_key}' at {self.image_size} px")
@@ -212,6 +206,10 @@ class DeepMindMultiDSpritesDataModule(DeepMindDataModule):
     def cache_dir(self) -> Path:
         return self.root / f"{self.source}-{self.variant}"
 
+    @property
+    def prepare_command(self) -> str:
+        return f"{super().prepare_command} --variant {self.variant}"
+
 
 class DeepMindTetrominoesDataModule(DeepMindDataModule):
     """Tetrominoes (Greff et al. 2019), 35x35, three pieces of 19 shapes/rotations."""
@@ -233,4 +231,4 @@ class ObjectsRoomDataModule(DeepMindDataModule):
 
     dataset_name = "objects_room"
     spec_key = "objects_room"
-    sources = ("deepmind", "ocl")
+    sources = ("deepmind",)  # see datamodules/deepmind_prepare.py on the OCL copy

@@ -2,14 +2,23 @@
 
 What each prepared cache holds (``meta.json`` repeats it as ``definition``):
 
-| benchmark | source | definition |
-|---|---|---|
-| Tetrominoes | deepmind | first 60,000 records of ``tetrominoes_train.tfrecords`` (DTI's N), 35x35 |
-| Multi-dSprites | deepmind | first 60,000 records of ``multi_dsprites_<variant>.tfrecords`` (DTI's N) |
-| CLEVR6 | deepmind | first 70,000 records of ``clevr_with_masks_train.tfrecords`` (Slot Attention's training range), scenes with at most 6 visible objects, rows 29:221 x columns 64:256, resized to 128x128: bilinear image (half-pixel centres, no antialiasing, as ``tf.image.resize``), nearest mask. DTI's 34,963 images are about half of 70k, as this filter gives, but its conversion is unpublished: the count here is printed and stored, not assumed |
-| Objects Room | deepmind | first 100,000 records of ``objects_room_train.tfrecords`` |
-| any | ocl | every sample of the object-centric-library HDF5 file (its CLEVR file is already cropped to 128x128; CLEVR6 keeps ``num_actual_objects <= 6``, 53,483 images there) |
-| any | dti | the PNG folders DTI-Sprites' authors published (``images/``, ``masks/``, ``sem_masks/``), as they are |
+* ``deepmind`` (the official TFRecords):
+    - Tetrominoes: the first 60,000 records of ``tetrominoes_train.tfrecords`` (DTI's N), 35x35.
+    - Multi-dSprites: the first 60,000 records of ``multi_dsprites_<variant>.tfrecords`` (DTI's N).
+    - CLEVR6 (our definition, named ``clevr6-deepmind``): the first 70,000 records of
+      ``clevr_with_masks_train.tfrecords`` (Slot Attention's training range), scenes with at most
+      6 visible objects, rows 29:221 x columns 64:256, resized to 128x128: bilinear image
+      (half-pixel centres, no antialiasing, as ``tf.image.resize``), nearest-neighbour mask.
+      DTI's 34,963 images are about half of 70k, which this filter keeps, but DTI's conversion is
+      unpublished: the count obtained is printed and stored, not assumed.
+    - Objects Room: the first 100,000 records of ``objects_room_train.tfrecords``.
+* ``ocl`` (object-centric-library HDF5; Tetrominoes, Multi-dSprites colored_on_grayscale,
+  CLEVR6): every sample of the file. Its CLEVR file is already cropped to 128x128; CLEVR6 keeps
+  ``num_actual_objects <= 6`` (53,483 images there). Not offered for Objects Room: that library
+  re-assigns label ids at load time with a heuristic, as its stored maps do not always keep the
+  four background ids.
+* ``dti``: the PNG folders DTI-Sprites' authors published (``images/``, ``masks/``,
+  ``sem_masks/``), as they are (CLEVR6: their 34,963 images).
 
 Semantic classes: an object's class is its value of the spec's class features (``shape``;
 ``shape`` and ``material`` for CLEVR), numbered 1..C in sorted order of the values seen on
@@ -20,6 +29,7 @@ in the final (cropped) mask.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from dataclasses import dataclass
@@ -58,12 +68,17 @@ def tfrecord_scenes(path: Path, spec: MultiObjectSpec, verify: bool = True) -> I
         example = parse_example(record)
         image = _values(example, "image", h * w * 3, path, index).reshape(h, w, 3)
         masks = _values(example, "mask", k * h * w, path, index)
-        masks = masks.reshape(k, h, w) if spec.mask_layout == "KHW" else masks.reshape(h, w, k).transpose(2, 0, 1)
+        if spec.mask_layout == "KHW":
+            masks = masks.reshape(k, h, w)
+        else:  # Multi-dSprites stores [H, W, K, 1]; DeepMind's reader transposes it
+            masks = masks.reshape(h, w, k).transpose(2, 0, 1)
         codes = None
         if spec.class_features:
             codes = _pack([_values(example, f, k, path, index) for f in spec.class_features])
         visibility = example.get("visibility")
-        objects = None if visibility is None else int(round(float(visibility.values.sum()))) - spec.num_background
+        objects = None
+        if visibility is not None:
+            objects = int(round(float(visibility.values.sum()))) - spec.num_background
         yield Scene(image, masks.argmax(0).astype(np.uint8), codes, None, objects)
 
 
@@ -71,7 +86,12 @@ def hdf5_scenes(path: Path, spec: MultiObjectSpec, block: int = 256) -> Iterator
     """Read the object-centric-library layout: ``image`` [N,H,W,3], ``mask`` [N,H,W,1] label maps."""
     import h5py  # only this source needs it
 
-    with h5py.File(path, "r") as data:
+    try:
+        data = h5py.File(path, "r")
+    except OSError as error:
+        raise ValueError(f"cannot open {path} as HDF5 (corrupt or not the object-centric-library file): "
+                         f"{error}") from error
+    with data:
         missing = [n for n in ("image", "mask", *spec.class_features) if n not in data]
         if missing:
             raise KeyError(f"{path}: no dataset(s) {missing}; found {sorted(data)}")
@@ -95,10 +115,15 @@ def png_scenes(directory: Path) -> Iterator[Scene]:
     count = len(list((directory / "images").glob("*.png")))
     if count == 0:
         raise FileNotFoundError(f"no images/<i>.png under {directory}")
-    for i in range(count):
-        def read(folder: str, mode: str) -> np.ndarray:
-            return np.asarray(Image.open(directory / folder / f"{i}.png").convert(mode))
-        yield Scene(read("images", "RGB"), read("masks", "L"), None, read("sem_masks", "L"))
+    for i in range(count):  # converted as DTI's own reader does: RGB images, "L" masks
+        name = f"{i}.png"
+        yield Scene(_png(directory / "images" / name, "RGB"), _png(directory / "masks" / name, "L"),
+                    semantic=_png(directory / "sem_masks" / name, "L"))
+
+
+def _png(path: Path, mode: str) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert(mode))
 
 
 def crop_resize_clevr(scene: Scene, size: int) -> Scene:
@@ -129,14 +154,12 @@ def prepare(spec_key: str, source: str, input_path: Path, output: Path, limit: O
               "dti": lambda: png_scenes(input_path)}[source]()
     writer, codes, present = _CacheWriter(output, spec.image_size, with_semantic=spec.num_classes > 0), [], []
     read, start = 0, time.time()
-    for scene in scenes:
-        if limit is not None and read >= limit:
-            break
+    for scene in itertools.islice(scenes, limit):
         read += 1
         if scene.objects is not None and scene.objects > spec.max_objects:
             continue  # CLEVR6's filter; a no-op for the other benchmarks
-        if scene.image.shape[:2] == (240, 320):
-            scene = crop_resize_clevr(scene, spec.image_size)
+        if scene.image.shape[:2] == spec.raw_size != (spec.image_size, spec.image_size):
+            scene = crop_resize_clevr(scene, spec.image_size)  # only CLEVR is resized
         _check_scene(scene, spec, input_path, read - 1)
         writer.append(scene, _count(scene.ids, spec.num_background))
         if scene.codes is not None:
@@ -167,15 +190,17 @@ class _CacheWriter:
         self.parts = {n: open(self.directory / f".{n}.part", "wb") for n in self.shapes}
 
     def append(self, scene: Scene, count: int) -> None:
-        semantic = scene.semantic if scene.semantic is not None else np.zeros_like(scene.ids)
-        values = {"image": scene.image, "mask": scene.ids, "count": np.uint8(count), "semantic": semantic}
+        values = {"image": scene.image, "mask": scene.ids, "count": np.uint8(count)}
+        if "semantic" in self.parts:  # zeros until _class_map fills it, unless the source has it
+            values["semantic"] = scene.semantic if scene.semantic is not None else np.zeros_like(scene.ids)
         for name, part in self.parts.items():
             part.write(np.ascontiguousarray(values[name], dtype=np.uint8).tobytes())
         self.count += 1
 
     def read_part(self, name: str) -> np.ndarray:
         self.parts[name].flush()
-        return np.memmap(self.directory / f".{name}.part", np.uint8, "r+", shape=(self.count, *self.shapes[name]))
+        shape = (self.count, *self.shapes[name])
+        return np.memmap(self.directory / f".{name}.part", np.uint8, "r+", shape=shape)
 
     def finish(self, meta: dict) -> None:
         for name, part in self.parts.items():
@@ -224,9 +249,9 @@ def _values(example: dict, name: str, expected: int, path: Path, index: int) -> 
 
 def _pack(codes: List[np.ndarray]) -> np.ndarray:
     """Combine per-entity codes of several features (each < 2**16) into one int64 code."""
-    packed = np.zeros(len(codes[0]), dtype=np.int64)
-    for values in codes:
-        packed = packed * 65536 + np.asarray(values, dtype=np.int64).ravel()
+    packed = np.zeros(np.size(codes[0]), dtype=np.int64)
+    for values in codes:  # float-coded features (Multi-dSprites, Tetrominoes) hold whole numbers
+        packed = packed * 65536 + np.rint(np.asarray(values, dtype=np.float64)).astype(np.int64).ravel()
     return packed
 
 

@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
-from datamodules.deepmind import dti_subset
-from datamodules.real_data import ImageItems, Sample, default_root, fit, image_tensor, list_images, open_image
+from datamodules.real_data import (ImageItems, Sample, default_root, dti_subset, fit, image_tensor,
+                                   list_images, open_image)
 from objdecomp.paths import DatasetNotFoundError
 
 LAYOUTS = ("GTSRB/Final_Training/Images", "Final_Training/Images", "GTSRB/Training", "Training",
@@ -85,7 +85,7 @@ class GTSRB8DataModule(ObjectDataModule):
 
 
 def read_rois(folders: Dict[int, Path]) -> Dict[Path, Tuple[int, int, int, int]]:
-    """``GT-000NN.csv`` boxes (semicolon-separated: Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId)."""
+    """Sign boxes from ``GT-000NN.csv`` (``Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId``)."""
     boxes = {}
     for folder in folders.values():
         for table in folder.glob("GT-*.csv"):

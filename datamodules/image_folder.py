@@ -17,8 +17,7 @@ from typing import List, Optional
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
-from datamodules.deepmind import dti_subset
-from datamodules.real_data import ImageItems, Sample, default_root, list_images, require
+from datamodules.real_data import ImageItems, Sample, default_root, dti_subset, list_images, require
 from objdecomp.paths import DatasetNotFoundError
 
 
@@ -41,10 +40,11 @@ class ImageFolderDataModule(ObjectDataModule):
                  eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.root = default_root(root, f"{self.dataset_name}/{collection}")
-        self.image_size, self.val_size = image_size, val_size
+        self.image_size, self.val_size, self.collection = image_size, val_size, collection
 
     def samples(self) -> List[Sample]:
-        folder = require(self.root, self.dataset_name, "image folder")
+        folder = require(self.root, self.dataset_name, "image folder (the Instagram collections: "
+                         f"`objdecomp data image_folder --source {self.collection}`)")
         classes = sorted(d for d in folder.iterdir() if d.is_dir() and list_images(d, recursive=True))
         if not list_images(folder) and len(classes) >= 2:
             return [Sample(path, label=label) for label, d in enumerate(classes)

@@ -26,7 +26,8 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from datamodules.base import ObjectDataModule
 from datamodules.flowers import FlowersDataModule
-from datamodules.real_data import CorruptFileError, DropKeys, ImageItems, Sample, default_root, open_image, require
+from datamodules.real_data import (CorruptFileError, DropKeys, ImageItems, Sample, default_root,
+                                   open_image, require)
 
 
 def lfw_foreground(path: Path) -> np.ndarray:
@@ -37,7 +38,8 @@ def lfw_foreground(path: Path) -> np.ndarray:
 def read_split(path: Path) -> List[Tuple[str, str]]:
     """The ``(<Name>, <Name>_<NNNN>)`` entries of a ReDO split list."""
     entries = []
-    for number, line in enumerate(require(path, "lfw", f"ReDO split list {path.name}").read_text().splitlines(), 1):
+    lines = require(path, "lfw", f"ReDO split list {path.name}").read_text().splitlines()
+    for number, line in enumerate(lines, 1):
         parts = line.split()
         if parts and (len(parts) != 2 or not parts[1].startswith(parts[0])):
             raise CorruptFileError(f"{path}:{number}: expected '<Name> <Name>_<NNNN>', got {line!r}")

@@ -34,6 +34,15 @@ class CorruptFileError(ValueError):
     """A dataset file exists but cannot be decoded."""
 
 
+def dti_subset(total: int, size: int, seed: int) -> np.ndarray:
+    """``size`` random indices out of ``total`` exactly as DTI-Sprites draws them.
+
+    Its code seeds numpy's global legacy generator and calls ``np.random.choice(range(total),
+    size, replace=False)``; a seeded ``RandomState`` gives the same indices.
+    """
+    return np.random.RandomState(seed).choice(total, min(size, total), replace=False)
+
+
 def default_root(root: Optional[str], folder: str) -> Path:
     """``root`` if given, else ``<data root>/<folder>``."""
     return Path(root).expanduser() if root is not None else data_root() / folder

@@ -19,8 +19,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from datamodules.base import ObjectDataModule
-from datamodules.deepmind import dti_subset
-from datamodules.real_data import CorruptFileError, default_root, require
+from datamodules.real_data import CorruptFileError, default_root, dti_subset, require
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat", "extra": "extra_32x32.mat"}
 

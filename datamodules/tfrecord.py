@@ -108,7 +108,10 @@ def _crc_register_vectorised(data: np.ndarray) -> int:
 
 def crc32c(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> int:
     """CRC32C (Castagnoli) of ``data``, as used by TFRecord; ``crc32c(b"123456789") == 0xE3069283``."""
-    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    if isinstance(data, np.ndarray):
+        buffer = np.ascontiguousarray(data).view(np.uint8).ravel()
+    else:
+        buffer = np.frombuffer(data, dtype=np.uint8)
     if buffer.size < 1024:
         return _crc_register_bytewise(buffer.tobytes(), 0xFFFFFFFF) ^ 0xFFFFFFFF
     # For a reflected CRC, starting the register at s equals starting at 0 with the first four
@@ -318,11 +321,14 @@ def encode_example(features: Mapping[str, Feature]) -> bytes:
         elif isinstance(feature, FloatList):  # packed, as proto3 writes repeated scalars
             kind, payload = 2, _length_delimited(1, feature.values.astype("<f4").tobytes())
         elif isinstance(feature, Int64List):
-            kind, payload = 3, _length_delimited(1, b"".join(_varint(int(v) & (2**64 - 1)) for v in feature.values))
+            varints = b"".join(_varint(int(v) & (2**64 - 1)) for v in feature.values)  # two's complement
+            kind, payload = 3, _length_delimited(1, varints)
         else:
-            raise TypeError(f"feature {key!r}: expected BytesList, FloatList or Int64List, got {type(feature)}")
+            raise TypeError(f"feature {key!r}: expected BytesList, FloatList or Int64List, "
+                            f"got {type(feature)}")
         value = _length_delimited(kind, payload)
-        entries.append(_length_delimited(1, _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, value)))
+        entry = _length_delimited(1, key.encode("utf-8")) + _length_delimited(2, value)
+        entries.append(_length_delimited(1, entry))
     return _length_delimited(1, b"".join(entries))
 
 

@@ -99,31 +99,34 @@ def file_digests(path: Path) -> Dict[str, str]:
 
 def verify(path: Path, resource: Resource, digests: Dict[str, str], strict: bool = True, log=_log) -> None:
     """Compare with the published checksum, else with (or record into) ``SHA256SUMS``."""
-    for kind in ("sha256", "md5"):
-        expected = getattr(resource, kind)
-        if expected:
-            if digests[kind] != expected:
-                message = (f"{path}: {kind} {digests[kind]} != {expected} ({resource.checksum_from}). "
-                           "Delete the file to download it again, or pass --no-checksum to accept it.")
-                if strict:
-                    raise DownloadError(message)
-                log(f"  warning: {message}")
-            else:
-                log(f"  {path.name}: {kind} matches ({resource.checksum_from})")
-            return
+    kind = "sha256" if resource.sha256 else "md5" if resource.md5 else None
     sums = path.parent / "SHA256SUMS"
-    recorded = dict(reversed(line.split(maxsplit=1)) for line in sums.read_text().splitlines()
-                    if line.strip()) if sums.is_file() else {}
-    recorded = {name.lstrip("*").strip(): value for name, value in recorded.items()}
-    if path.name in recorded and recorded[path.name] != digests["sha256"]:
-        message = f"{path}: sha256 {digests['sha256']} differs from the one recorded in {sums}"
-        if strict:
-            raise DownloadError(message + "; delete both to start again, or pass --no-checksum")
-        log(f"  warning: {message}")
-    elif path.name not in recorded:
-        with open(sums, "a") as handle:
-            handle.write(f"{digests['sha256']}  {path.name}\n")
-        log(f"  {path.name}: no published checksum; sha256 {digests['sha256']} recorded in {sums}")
+    if kind is None:
+        recorded = _recorded(sums).get(path.name)
+        if recorded is None:
+            with open(sums, "a") as handle:
+                handle.write(f"{digests['sha256']}  {path.name}\n")
+            log(f"  {path.name}: no published checksum; sha256 {digests['sha256']} recorded in {sums}")
+            return
+        kind, expected, origin = "sha256", recorded, f"recorded in {sums} at its first download"
+    else:
+        expected, origin = getattr(resource, kind), resource.checksum_from
+    if digests[kind] == expected:
+        log(f"  {path.name}: {kind} matches ({origin})")
+        return
+    message = (f"{path}: {kind} {digests[kind]} != {expected} ({origin}). Delete the file to download "
+               "it again, or pass --no-checksum to accept it.")
+    if strict:
+        raise DownloadError(message)
+    log(f"  warning: {message}")
+
+
+def _recorded(sums: Path) -> Dict[str, str]:
+    """``{file name: sha256}`` from a ``sha256sum``-format file."""
+    if not sums.is_file():
+        return {}
+    pairs = (line.split(maxsplit=1) for line in sums.read_text().splitlines() if line.strip())
+    return {name.strip().lstrip("*"): digest for digest, name in pairs}
 
 
 def extract(archive: Path, destination: Path, log=_log) -> None:

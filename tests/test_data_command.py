@@ -30,7 +30,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 (http.server's name)
         body, headers = PAYLOAD, {"Content-Type": "application/octet-stream"}
         if self.path == "/goog-ok":
-            headers["x-goog-hash"] = "crc32c=AAAAAA==, md5=" + base64.b64encode(hashlib.md5(body).digest()).decode()
+            md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+            headers["x-goog-hash"] = f"crc32c=AAAAAA==, md5={md5}"
         elif self.path == "/goog-bad":
             headers["x-goog-hash"] = "md5=" + base64.b64encode(hashlib.md5(b"other").digest()).decode()
         elif self.path == "/html":
