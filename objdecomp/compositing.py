@@ -12,8 +12,9 @@ background" blend and the partition of an image by masks summing to one are spec
 (:func:`over` and :func:`partition`), shared with the other methods.
 
 The greedy sprite selection of Algorithm 1 replaces one layer by each of its candidates while the
-others stay fixed; :func:`candidate_composites` evaluates all candidates of a layer at once from
-the layer-independent parts of Eq. 2 instead of recomposing every layer for every candidate.
+others stay fixed; :func:`candidate_terms` and :func:`candidate_composites` evaluate all
+candidates of a layer at once from the parts of Eq. 2 that do not depend on that layer, instead
+of recomposing every layer for every candidate.
 """
 
 from __future__ import annotations
@@ -112,9 +113,9 @@ def ownership(weights: Tensor, eps: float = 1e-6) -> Tensor:
     return weights / weights.sum(1, keepdim=True)
 
 
-def candidate_composites(candidate_colors: Tensor, candidate_alphas: Tensor, layer: int,
-                         colors: Tensor, alphas: Tensor, occlusion: Tensor) -> Tensor:
-    """Composites of Eq. 2 with layer ``layer`` replaced by each of M candidates, in one batch.
+def candidate_terms(layer: int, colors: Tensor, alphas: Tensor, occlusion: Tensor
+                    ) -> tuple[Tensor, Tensor, Tensor]:
+    """The parts of Eq. 2 that do not depend on what layer ``layer`` holds.
 
     Eq. 2 is affine in the replaced layer's alpha ``a`` and premultiplied colour ``a c``:
     with ``P`` the transmittance of the other layers onto ``layer``, ``R_m`` the visible
@@ -128,24 +129,37 @@ def candidate_composites(candidate_colors: Tensor, candidate_alphas: Tensor, lay
     code recomposes all layers for every candidate: 126 compositions per CLEVR6 step).
 
     Args:
-        candidate_colors: ``[B, M, C, H, W]`` (or broadcastable) appearances of the candidates.
-        candidate_alphas: ``[B, M, 1, H, W]`` (or broadcastable) their transparencies.
         layer: index of the replaced layer.
         colors, alphas: ``[B, L, C, H, W]`` and ``[B, L, 1, H, W]``, the current layers (the
             entry at ``layer`` is ignored).
         occlusion: ``[B, L, L]`` or ``[L, L]``.
 
     Returns:
-        ``[B, M, C, H, W]`` composites.
+        ``(A [B, 1, C, H, W], D [B, 1, C, H, W], P [B, 1, 1, H, W])``, shaped to broadcast
+        against candidates ``[B, M, ...]``.
     """
     others = transmittance(alphas, occlusion, exclude=layer)  # [B, L, 1, H, W]
     visible = alphas * colors * others
     visible = torch.cat([visible[:, :layer], torch.zeros_like(visible[:, :1]),
                          visible[:, layer + 1:]], dim=1)  # R_m, with R_layer = 0
     delta = occlusion.expand(alphas.shape[0], -1, -1)[:, layer, :, None, None, None]
-    rest = visible.sum(1, keepdim=True)  # A
-    hidden = (delta * visible).sum(1, keepdim=True)  # D
-    through = others[:, layer : layer + 1]  # P
+    return (visible.sum(1, keepdim=True), (delta * visible).sum(1, keepdim=True),
+            others[:, layer : layer + 1])
+
+
+def candidate_composites(candidate_colors: Tensor, candidate_alphas: Tensor, layer: int,
+                         colors: Tensor, alphas: Tensor, occlusion: Tensor) -> Tensor:
+    """Composites of Eq. 2 with layer ``layer`` replaced by each of M candidates, in one batch.
+
+    Args:
+        candidate_colors: ``[B, M, C, H, W]`` (or broadcastable) appearances of the candidates.
+        candidate_alphas: ``[B, M, 1, H, W]`` (or broadcastable) their transparencies.
+        layer, colors, alphas, occlusion: as :func:`candidate_terms`.
+
+    Returns:
+        ``[B, M, C, H, W]`` composites.
+    """
+    rest, hidden, through = candidate_terms(layer, colors, alphas, occlusion)
     return rest + candidate_alphas * (candidate_colors * through - hidden)
 
 

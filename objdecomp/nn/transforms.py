@@ -38,7 +38,8 @@ from objdecomp.nn.backbones import GroupedMLP
 
 def softclip(x: Tensor, slope: float = 0.01) -> Tensor:
     """Identity on [0, 1], slope ``slope`` outside (C.2: keeps gradients, unlike a hard clip)."""
-    return x.clamp(0, 1) + slope * (x.clamp(max=0) + (x - 1).clamp(min=0))
+    # (1 − slope)·clamp(x) + slope·x, as one lerp: two passes over memory instead of six.
+    return torch.lerp(x, x.clamp(0, 1), 1 - slope)
 
 
 def pixel_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
@@ -80,7 +81,7 @@ class Color(Transform):
     def forward(self, rgb: Tensor, theta: Tensor) -> Tensor:
         """``rgb`` ``[..., C, h, w]``, ``theta`` ``[..., 2C]`` (broadcast over leading dims)."""
         gain, bias = theta[..., : self.channels, None, None], theta[..., self.channels :, None, None]
-        return (1 + gain) * rgb + bias
+        return torch.addcmul(bias, 1 + gain, rgb)
 
 
 class Position(Transform):
@@ -245,8 +246,16 @@ class TransformSequence(nn.Module):
         return list(self.transforms[: int(self.num_active)])
 
     @property
+    def num_spatial(self) -> int:
+        return sum(t.spatial for t in self.active)
+
+    @property
     def has_spatial(self) -> bool:
-        return any(t.spatial for t in self.active)
+        return self.num_spatial > 0
+
+    @property
+    def has_color(self) -> bool:
+        return any(not t.spatial for t in self.active)
 
     def predict(self, features: Tensor) -> List[Tensor]:
         """``[B, groups, d]`` parameters of each active module."""

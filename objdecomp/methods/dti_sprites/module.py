@@ -1,0 +1,287 @@
+"""DTI-Sprites: unsupervised layered image decomposition into object prototypes
+(Monnier, Vincent, Ponce, Aubry, ICCV 2021).
+
+An image is L object layers over a background, each layer a transformed sprite (Eq. 3-4)
+composited with a predicted occlusion matrix (Eq. 2). Training minimises Eq. 5: per image,
+the best sprite per layer (greedy Algorithm 1 or exhaustive search, :mod:`.selection`) and the
+squared error of its composite. λ only steers the selection (it is constant given the choice).
+
+Schedules of appendix C.2-C.3, all epoch-indexed and logged under ``schedule/``: the
+curriculum of transformation modules (``@E`` in the sequence strings), sprites frozen for the
+first epochs, reassignment of rarely used sprites, learning-rate drops at ``milestones``.
+
+Deliberate deviations (each also noted where it happens): the positioning module starts at the
+identity in pixels (:mod:`objdecomp.nn.transforms`); sprite usage for reassignment is counted
+over all layers (the authors' code samples one layer); ARI-FG reassigns predicted background
+pixels to the closest *non-empty* layer.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Dict, List, Literal, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import MeanMetric
+
+from objdecomp.compositing import composite, ownership
+from objdecomp.methods.base import DecompositionModule
+from objdecomp.methods.dti_sprites.networks import DTISpritesNet, Prediction
+from objdecomp.methods.dti_sprites.pictures import decomposition_figure, sprite_sheet
+from objdecomp.methods.dti_sprites.selection import exhaustive_selection, greedy_selection
+from objdecomp.metrics.functional import adjusted_rand_index
+from objdecomp.types import Decomposition
+
+REASSIGN_NOISE = 1e-4  # scale of the noise added to a reassigned sprite (authors' code)
+
+
+class MilestoneDecay:
+    """Learning-rate factor ``gamma ** (milestones passed)``; a class so LambdaLR can save it."""
+
+    def __init__(self, milestones: List[int], gamma: float = 0.1):
+        self.milestones, self.gamma = sorted(milestones), gamma
+
+    def __call__(self, epoch: int) -> float:
+        return self.gamma ** bisect_right(self.milestones, epoch)
+
+
+class DTISprites(DecompositionModule):
+    """DTI-Sprites (Sec. 3, appendix C). Dataset facts come from the datamodule.
+
+    Args:
+        num_sprites: K (default: one per object category, ``num_classes − 1``; §4.1).
+        num_layers: L (default: ``max_objects``, §4.1).
+        num_backgrounds: K' background prototypes (0: a fixed black background).
+        sprite_size: sprite side in pixels (default: the image size).
+        mask_std: std in pixels of the Gaussian mask initialisation (C.2).
+        layer_transforms, sprite_transforms, background_transforms: T^lay, T^spr, T^bkg as
+            strings such as ``"col-pos"`` or ``"col-proj@100-tps@350"`` (Table 6; ``@E`` = on
+            from epoch E, the curriculum of C.2).
+        empty_sprite: add the empty sprite (Sec. 3.1), penalised by ``empty_penalty`` (λ = 1e-4).
+        occlusion: ``"learned"`` (Sec. 3.2) or ``"fixed"`` (later layers in front).
+        selection: ``"greedy"`` (Algorithm 1, ``greedy_iterations`` = T) or ``"exhaustive"``.
+        mask_noise: amplitude of the uniform mask noise of C.3 (0.4; 0 disables it).
+        freeze_sprites_epochs: epochs with frozen sprites and no empty sprite (C.2).
+        reassign_every: steps between reassignment checks (0: never); a sprite used less than
+            ``reassign_threshold / K`` as often as the most used one is reassigned (C.2).
+        background_init: constant initial background, or None for the mean of 100 training
+            images (C.2).
+        encoder: ``"auto"`` (Sec. 3.3: mini ResNet-32 under 65×65, ResNet-18 above),
+            ``"resnet<6n+2>"`` or ``"resnet18"``; ``encoder_pool``: adaptive pooling side
+            (default: 1, or 4 / 2 beyond 3 objects); ``encoder_width``: mini-ResNet width.
+        lr, weight_decay: Adam (weight decay on the networks only, C.2).
+        milestones, lr_drop_sprites: epochs where learning rates are multiplied by 0.1; the
+            sprites' and backgrounds' rate drops too only if ``lr_drop_sprites``.
+        channels_last: run the encoder in channels-last memory format.
+    """
+
+    def __init__(self, image_size: int = 64, channels: int = 3, max_objects: int = 1,
+                 num_classes: int = 0, num_background: int = 1, init_checkpoint: Optional[str] = None,
+                 num_sprites: Optional[int] = None, num_layers: Optional[int] = None,
+                 num_backgrounds: int = 1, sprite_size: Optional[int] = None, mask_std: float = 5.0,
+                 layer_transforms: str = "", sprite_transforms: str = "col-proj",
+                 background_transforms: str = "col-proj", empty_sprite: bool = True,
+                 empty_penalty: float = 1e-4, occlusion: Literal["learned", "fixed"] = "learned",
+                 selection: Literal["greedy", "exhaustive"] = "greedy", greedy_iterations: int = 1,
+                 mask_noise: float = 0.4, freeze_sprites_epochs: int = 0, reassign_every: int = 0,
+                 reassign_threshold: float = 0.2, background_init: Optional[float] = None,
+                 encoder: str = "auto", encoder_pool: Optional[int] = None, encoder_width: int = 16,
+                 lr: float = 1e-3, weight_decay: float = 1e-6, milestones: Optional[List[int]] = None,
+                 lr_drop_sprites: bool = True, channels_last: bool = False):
+        super().__init__(image_size, channels, max_objects, num_classes, num_background, init_checkpoint)
+        self.save_hyperparameters()
+        num_sprites = num_sprites or num_classes - 1
+        if num_sprites < 1:
+            raise ValueError("num_sprites must be set for a dataset without object classes")
+        if encoder == "auto":
+            encoder = "resnet32" if image_size < 65 else "resnet18"
+        if encoder_pool is None:
+            encoder_pool = 1 if max_objects <= 3 else (2 if encoder == "resnet18" else 4)
+        self.net = DTISpritesNet(channels, image_size, num_sprites, num_layers or max_objects,
+                                 num_backgrounds, sprite_size or image_size, mask_std,
+                                 layer_transforms, sprite_transforms, background_transforms,
+                                 occlusion == "learned", encoder, encoder_pool, encoder_width)
+        if background_init is not None:
+            torch.nn.init.constant_(self.net.backgrounds, background_init)
+        self.register_buffer("frozen", torch.tensor(freeze_sprites_epochs > 0))
+        self.register_buffer("usage", torch.zeros(num_sprites, dtype=torch.long))
+        self.val_ari_fg_dti = MeanMetric(nan_strategy="ignore")
+        self.test_ari_fg_dti = MeanMetric(nan_strategy="ignore")
+        self._figure: Optional[Tuple[Tensor, Decomposition]] = None
+        if channels_last:
+            self.net.encoder.to(memory_format=torch.channels_last)
+
+    # --- the model ------------------------------------------------------------------------
+    def infer(self, images: Tensor, noise: Optional[Tensor] = None) -> Tuple[Prediction, Tensor, Tensor]:
+        """Heads, occlusion (binarised at 0.5 outside training, Sec. 3.2) and selected sprites.
+
+        Returns the prediction, the occlusion ``[B, L+1, L+1]`` and ``ids`` ``[B, L+1]``.
+        """
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        pred = self.net.predict(images)
+        occlusion = pred.occlusion if self.training else (pred.occlusion > 0.5).float()
+        frozen = bool(self.frozen)
+        with torch.no_grad():
+            colors, alphas = self.net.render(pred, None, noise, frozen)
+            backgrounds = self.net.render_backgrounds(pred)
+            empty = self.hparams.empty_sprite and not frozen
+            penalty = self.hparams.empty_penalty if empty else 0.0
+            args = (images.float(), colors, alphas, backgrounds, occlusion)
+            if self.hparams.selection == "exhaustive":
+                ids = exhaustive_selection(*args, empty=empty, penalty=penalty)
+            else:
+                ids = greedy_selection(*args, self.hparams.greedy_iterations, empty, penalty)
+        return pred, occlusion, ids
+
+    def layers(self, pred: Prediction, ids: Tensor, noise: Optional[Tensor] = None
+               ) -> Tuple[Tensor, Tensor]:
+        """Colours ``[B, L+1, C, H, W]`` and alphas ``[B, L+1, 1, H, W]`` of the selected layers,
+        background first (rendered again with gradients, for the selected sprites only)."""
+        colors, alphas = self.net.render(pred, ids[:, 1:], noise, bool(self.frozen))
+        backgrounds = self.net.render_backgrounds(pred)
+        background = backgrounds[torch.arange(len(ids), device=ids.device), ids[:, 0].clamp(max=backgrounds.shape[1] - 1)]
+        colors = torch.cat([background[:, None], colors[:, :, 0]], 1)
+        alphas = torch.cat([torch.ones_like(alphas[:, :1, 0]), alphas[:, :, 0]], 1)
+        return colors, alphas
+
+    def forward(self, images: Tensor, noise: Optional[Tensor] = None):
+        """Composite of the selected layers: ``(recon, weights, colors, ids)``."""
+        with torch.autocast(images.device.type, enabled=False):
+            pred, occlusion, ids = self.infer(images, noise)
+            colors, alphas = self.layers(pred, ids, noise)
+            recon, weights = composite(colors, alphas, occlusion)
+        return recon, weights, colors, ids
+
+    def decompose(self, images: Tensor) -> Decomposition:
+        recon, weights, colors, ids = self(images)
+        k = self.net.num_sprites
+        objects = ids[:, 1:]
+        classes = torch.cat([torch.zeros_like(ids[:, :1]), torch.where(objects < k, objects + 1, 0)], 1)
+        background = torch.zeros(ids.shape[1], dtype=torch.bool, device=ids.device)
+        background[0] = True
+        decomposition = Decomposition(recon.clamp(0, 1), ownership(weights), background,
+                                      colors.clamp(0, 1), classes, (objects < k).sum(1))
+        self._figure = (images[:8], decomposition)  # for pictures(), right after the callback's call
+        return decomposition
+
+    # --- training -------------------------------------------------------------------------
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
+        images = batch["image"]
+        noise = self.net.mask_noise(self.hparams.mask_noise, images.device) if self.hparams.mask_noise else None
+        recon, _, _, ids = self(images, noise)
+        loss = F.mse_loss(recon, images.float())
+        nonempty = (ids[:, 1:] < self.net.num_sprites).float().sum(1).mean()
+        self.log_losses({"loss": loss})
+        self.log_dict({"train/objective": loss.detach() + self.hparams.empty_penalty * nonempty,
+                       "train/nonempty_layers": nonempty})
+        self.usage += torch.bincount(ids[:, 1:].flatten(), minlength=self.net.num_sprites + 1)[:-1]
+        return loss
+
+    def configure_optimizers(self):
+        prototypes = [self.net.sprites.appearance, self.net.sprites.masks, self.net.backgrounds]
+        ids = {id(p) for p in prototypes}
+        networks = [p for p in self.parameters() if id(p) not in ids]
+        optimizer = torch.optim.Adam([{"params": prototypes, "weight_decay": 0.0},
+                                      {"params": networks, "weight_decay": self.hparams.weight_decay}],
+                                     lr=self.hparams.lr)
+        milestones = self.hparams.milestones or []
+        decays = [MilestoneDecay(milestones if self.hparams.lr_drop_sprites else []), MilestoneDecay(milestones)]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decays)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    def on_fit_start(self) -> None:
+        if self.hparams.background_init is None and self.global_step == 0 and self.net.num_backgrounds:
+            self._init_backgrounds_from_data()
+
+    def _init_backgrounds_from_data(self, count: int = 100) -> None:
+        """C.2: backgrounds start as the mean of (here: 100 evenly spaced) training images."""
+        datamodule = self.trainer.datamodule
+        dataset = getattr(datamodule, "datasets", {}).get("train") if datamodule is not None else None
+        if dataset is None:
+            return
+        picks = torch.linspace(0, len(dataset) - 1, min(count, len(dataset))).long().tolist()
+        mean = torch.stack([dataset[i]["image"] for i in picks]).mean(0)
+        with torch.no_grad():
+            self.net.backgrounds.copy_(mean.to(self.net.backgrounds))
+
+    def on_train_epoch_start(self) -> None:
+        """Epoch-indexed schedules of C.2: curriculum, frozen sprites; logged with the lr."""
+        epoch = self.current_epoch
+        active = {name: seq.set_epoch(epoch) for name, seq in
+                  zip(("layer", "sprite", "background"), self.net.sequences)}
+        self.frozen.fill_(epoch < self.hparams.freeze_sprites_epochs)
+        groups = self.optimizers().param_groups
+        self.log_dict({**{f"schedule/{k}_modules": float(v) for k, v in active.items()},
+                       "schedule/sprites_frozen": float(self.frozen),
+                       "schedule/lr_sprites": groups[0]["lr"], "schedule/lr_networks": groups[1]["lr"]})
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        every = self.hparams.reassign_every
+        if every and self.global_step % every == 0:
+            if not bool(self.frozen) and self.usage.sum() > 0:
+                self.log("schedule/reassigned", float(len(self.reassign_rare_sprites())))
+            self.usage.zero_()
+
+    @torch.no_grad()
+    def reassign_rare_sprites(self) -> List[int]:
+        """C.2: sprites used less than ``threshold / K`` as often as the most used one become noisy
+        copies of it (appearance, mask, sprite-specific heads, and the masks' Adam moments)."""
+        usage = self.usage.float() / self.usage.max()
+        rare = (usage < self.hparams.reassign_threshold / self.net.num_sprites).nonzero().flatten().tolist()
+        source = int(usage.argmax())
+        optimizer = self.optimizers().optimizer if self._trainer is not None else None
+        for target in rare + ([source] if rare else []):  # the source gets fresh noise too
+            self.net.reassign(target, source, REASSIGN_NOISE)
+            state = optimizer.state.get(self.net.sprites.masks, {}) if optimizer is not None else {}
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][target] = state[key][source]
+        return rare
+
+    # --- evaluation -----------------------------------------------------------------------
+    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+        self._update_ari_fg_dti(batch, self._evaluate(batch, self.val_metrics), self.val_ari_fg_dti)
+
+    def test_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+        self._update_ari_fg_dti(batch, self._evaluate(batch, self.test_metrics), self.test_ari_fg_dti)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self._log_ari_fg_dti("val", self.val_ari_fg_dti)
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self._log_ari_fg_dti("test", self.test_ari_fg_dti)
+
+    def _update_ari_fg_dti(self, batch: Dict[str, Tensor], decomposition: Decomposition,
+                           metric: MeanMetric) -> None:
+        if "mask" in batch and self.num_background > 0:
+            segmentation = foreground_reassigned(batch["image"], decomposition)
+            valid = batch["mask"] >= self.num_background
+            metric.update(adjusted_rand_index(segmentation, batch["mask"], valid).float())
+
+    def _log_ari_fg_dti(self, split: str, metric: MeanMetric) -> None:
+        if metric.update_called:
+            self.log(f"{split}/ari_fg_dti", metric.compute(), sync_dist=False)
+        metric.reset()
+
+    def pictures(self) -> Dict[str, Tensor]:
+        pictures = {"sprites": sprite_sheet(self.net)}
+        if self._figure is not None:
+            pictures["figure"] = decomposition_figure(*self._figure)
+        return pictures
+
+
+def foreground_reassigned(images: Tensor, decomposition: Decomposition) -> Tensor:
+    """DTI's ARI-FG segmentation (Sec. 4.1): pixels predicted as background go to the non-empty
+    object layer whose transformed colour is closest to the input pixel."""
+    segmentation = decomposition.segmentation()
+    distance = (decomposition.layers[:, 1:] - images[:, None]).square().sum(2)  # [B, L, H, W]
+    nonempty = decomposition.classes[:, 1:] > 0
+    distance = distance.masked_fill(~nonempty[:, :, None, None], float("inf"))
+    closest = distance.argmin(1) + 1
+    reassign = (segmentation == 0) & nonempty.any(1)[:, None, None]
+    return torch.where(reassign, closest, segmentation)

@@ -1,0 +1,196 @@
+"""DTI-Sprites: selection, loss and decomposition on hand-built cases; schedules; every config."""
+
+import importlib
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from objdecomp.compositing import composite, fixed_occlusion, add_background
+from objdecomp.methods.dti_sprites import DTISprites, exhaustive_selection, greedy_selection
+from objdecomp.methods.dti_sprites.module import MilestoneDecay, foreground_reassigned
+from objdecomp.paths import EXPERIMENTS
+from objdecomp.types import Decomposition
+
+
+def _square(size, top, left, side):
+    mask = torch.zeros(1, size, size)
+    mask[:, top : top + side, left : left + side] = 1
+    return mask
+
+
+def _candidates(b=2, size=8, k=3):
+    """Layer 1's candidates are squares at the top left, layer 2's at the bottom right, each
+    sprite k a distinct colour: the layers never overlap, so their choices are independent."""
+    palette = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])[:k]
+    colors = palette[None, None, :, :, None, None].expand(b, 2, k, 3, size, size)
+    masks = torch.stack([_square(size, 0, 0, 3), _square(size, 4, 4, 3)])  # [2, 1, H, W]
+    alphas = masks[None, :, None].expand(b, 2, k, 1, size, size)
+    return colors, alphas
+
+
+def test_greedy_equals_exhaustive_when_layers_do_not_interact():
+    colors, alphas = _candidates()
+    truth = torch.tensor([[0, 2, 1], [0, 0, 0]])  # background, layer 1, layer 2
+    rows = torch.arange(2)
+    layer_c = torch.stack([colors[rows, 0, truth[:, 1]], colors[rows, 1, truth[:, 2]]], 1)
+    layer_a = torch.stack([alphas[rows, 0, truth[:, 1]], alphas[rows, 1, truth[:, 2]]], 1)
+    background = torch.full((2, 1, 3, 8, 8), 0.3)
+    occlusion = add_background(fixed_occlusion(2)).expand(2, -1, -1)
+    images, _ = composite(torch.cat([background, layer_c], 1),
+                          torch.cat([torch.ones_like(layer_a[:, :1]), layer_a], 1), occlusion)
+    greedy = greedy_selection(images, colors, alphas, background, occlusion, iterations=1, empty=True)
+    exhaustive = exhaustive_selection(images, colors, alphas, background, occlusion, empty=True)
+    assert torch.equal(greedy, truth) and torch.equal(exhaustive, truth)
+
+
+def test_exhaustive_is_the_brute_force_minimum():
+    torch.manual_seed(0)
+    b, k, size, penalty = 3, 3, 6, 0.01
+    colors, alphas = torch.rand(b, 2, k, 3, size, size), torch.rand(b, 2, k, 1, size, size)
+    backgrounds = torch.rand(b, 2, 3, size, size)
+    occlusion = add_background(torch.rand(b, 2, 2).triu(1) + torch.rand(b, 2, 2).tril(-1))
+    images = torch.rand(b, 3, size, size)
+    ids = exhaustive_selection(images, colors, alphas, backgrounds, occlusion, empty=True, penalty=penalty)
+    for i in range(b):
+        best, best_ids = float("inf"), None
+        for g, k1, k2 in itertools.product(range(2), range(k + 1), range(k + 1)):
+            layers_c, layers_a = [backgrounds[i, g]], [torch.ones(1, size, size)]
+            for layer, kk in ((0, k1), (1, k2)):
+                layers_c.append(colors[i, layer, kk] if kk < k else torch.zeros(3, size, size))
+                layers_a.append(alphas[i, layer, kk] if kk < k else torch.zeros(1, size, size))
+            recon, _ = composite(torch.stack(layers_c)[None], torch.stack(layers_a)[None], occlusion[i : i + 1])
+            value = (recon[0] - images[i]).square().mean() + penalty * ((k1 < k) + (k2 < k))
+            if value < best:
+                best, best_ids = value, [g, k1, k2]
+        assert ids[i].tolist() == best_ids
+
+
+def test_greedy_prefers_empty_when_a_sprite_gains_less_than_lambda():
+    colors, alphas = _candidates(b=1)
+    background = torch.zeros(1, 1, 3, 8, 8)
+    images = torch.zeros(1, 3, 8, 8)
+    images[:, 0, :3, :3] = 0.02  # a faint red square: drawing the red sprite costs more than it explains
+    occlusion = add_background(fixed_occlusion(2))[None]
+    ids = greedy_selection(images, colors, alphas, background, occlusion, empty=True, penalty=1e-4)
+    assert ids.tolist() == [[0, 3, 3]]
+    ids = greedy_selection(images, colors, alphas, background, occlusion, empty=True, penalty=0.0)
+    assert ids.tolist() == [[0, 3, 3]]  # even unpenalised, red at 1.0 is worse than nothing
+    images[:, 0, :3, :3] = 1.0
+    ids = greedy_selection(images, colors, alphas, background, occlusion, empty=True, penalty=1e-4)
+    assert ids.tolist() == [[0, 0, 3]]
+
+
+def _hand_built_model() -> DTISprites:
+    """K = 2 sprites (a red and a green 4×4 square) over a grey background, no transformation."""
+    model = DTISprites(image_size=8, channels=3, max_objects=1, num_classes=3, num_background=1,
+                       num_backgrounds=1, sprite_transforms="", background_transforms="",
+                       mask_noise=0.0, background_init=0.2, encoder="resnet8", encoder_pool=1)
+    with torch.no_grad():
+        model.net.sprites.masks.copy_(_square(8, 2, 2, 4).expand(2, 1, 8, 8))
+        model.net.sprites.appearance.zero_()
+        model.net.sprites.appearance[0, 0] = 1.0
+        model.net.sprites.appearance[1, 1] = 1.0
+    return model
+
+
+def test_loss_and_decomposition_on_a_hand_built_case():
+    model = _hand_built_model()
+    square = _square(8, 2, 2, 4)
+    images = torch.full((3, 3, 8, 8), 0.2)
+    images[0] = torch.where(square.bool(), torch.tensor([1.0, 0, 0])[:, None, None], images[0])
+    images[1] = torch.where(square.bool(), torch.tensor([0, 1.0, 0])[:, None, None], images[1])
+    model.eval()
+    with torch.no_grad():
+        decomposition = model.checked_decompose(images)
+    assert decomposition.classes.tolist() == [[0, 1], [0, 2], [0, 0]]  # red, green, empty
+    assert decomposition.count.tolist() == [1, 1, 0]
+    assert torch.allclose(decomposition.recon, images, atol=1e-6)
+    assert torch.equal(decomposition.segmentation()[0], square[0].long())
+    assert decomposition.background.tolist() == [True, False]
+    model.train()
+    model.frozen.fill_(False)
+    loss = model.training_step({"image": images}, 0)
+    assert loss.item() < 1e-10
+
+
+def test_training_reaches_every_parameter():
+    model = DTISprites(image_size=16, channels=3, max_objects=3, num_classes=4, num_backgrounds=1,
+                       sprite_size=8, layer_transforms="col-pos", sprite_transforms="sim",
+                       background_transforms="col-proj", encoder="resnet8", encoder_pool=2,
+                       greedy_iterations=2, empty_sprite=False)  # every layer drawn
+    model.train()
+    model.frozen.fill_(False)
+    images = torch.rand(4, 3, 16, 16)
+    # Zero-initialised heads pass no gradient to their inner layers at the first step.
+    with torch.no_grad():
+        model.net.backgrounds.uniform_()  # a constant background would not feel its warp
+        for p in model.net.parameters():
+            if p.dim() >= 1 and p.abs().sum() == 0 and p.numel() > 1:
+                p.normal_(0, 1e-3)
+    model.training_step({"image": images}, 0).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    # Rarely used sprites or a background never chosen can legitimately get no gradient.
+    assert all(n in ("net.sprites.appearance", "net.sprites.masks", "net.backgrounds") for n in missing), missing
+
+
+def test_reassignment_copies_the_most_used_sprite():
+    model = DTISprites(image_size=16, channels=3, max_objects=2, num_classes=5, sprite_size=8,
+                       layer_transforms="col-pos", sprite_transforms="sim", encoder="resnet8")
+    with torch.no_grad():
+        model.net.sprites.appearance[2] = 0.3
+        model.net.sprite_tsf.heads[0].weight3[1 * 4 + 2] = 0.5  # layer 1, sprite 2
+    model.usage.copy_(torch.tensor([1, 50, 100, 30]))
+    assert model.reassign_rare_sprites() == [0]  # 1/100 < 0.2/4; 30/100 is not
+    assert torch.allclose(model.net.sprites.appearance[0], torch.full_like(model.net.sprites.appearance[0], 0.3), atol=1e-3)
+    assert torch.equal(model.net.sprite_tsf.heads[0].weight3[4 + 0], model.net.sprite_tsf.heads[0].weight3[4 + 2])
+
+
+def test_milestone_decay_and_foreground_reassignment():
+    assert [MilestoneDecay([2, 5])(e) for e in (0, 2, 4, 5)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    images = torch.zeros(1, 3, 2, 2)
+    images[0, 0, 0, 1] = 1.0  # a red pixel predicted as background
+    layers = torch.zeros(1, 3, 3, 2, 2)
+    layers[0, 2, 0] = 0.9  # layer 2 is red, layer 1 black
+    masks = torch.zeros(1, 3, 2, 2)
+    masks[0, 0] = 1
+    masks[0, :, 0, 0] = torch.tensor([0.0, 1.0, 0.0])
+    decomposition = Decomposition(images, masks, torch.tensor([True, False, False]), layers,
+                                  torch.tensor([[0, 1, 2]]))
+    assert foreground_reassigned(images, decomposition).tolist() == [[[1, 2], [1, 1]]]
+
+
+# --- slow tier: every DTI experiment config trains a few steps and decomposes -------------------
+CONFIGS = sorted(EXPERIMENTS.rglob("dti_sprites_*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.relative_to(EXPERIMENTS).as_posix() for p in CONFIGS])
+def test_experiment_config_trains_on_tiny_data(path: Path):
+    """The config's model, with its datamodule's facts (class attributes: no data needed),
+    takes two optimiser steps on random images of the dataset's size and decomposes them."""
+    config = yaml.safe_load(path.read_text())
+    module, _, name = config["data"]["class_path"].rpartition(".")
+    data_class = getattr(importlib.import_module(module), name)
+    facts = {k: getattr(data_class, k) for k in
+             ("image_size", "channels", "max_objects", "num_classes", "num_background")}
+    model = DTISprites(**config["model"]["init_args"], **facts)
+    for sequence in model.net.sequences:
+        sequence.set_epoch(10**6)  # every curriculum module on
+    model.frozen.fill_(False)
+    optimizer = model.configure_optimizers()["optimizer"]
+    images = torch.rand(2, facts["channels"], facts["image_size"], facts["image_size"])
+    model.train()
+    for _ in range(2):
+        loss = model.training_step({"image": images}, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss)
+    model.eval()
+    with torch.no_grad():
+        decomposition = model.checked_decompose(images)
+    assert decomposition.num_components == model.net.num_layers + 1
+    assert set(model.pictures()) >= {"sprites", "figure"}
