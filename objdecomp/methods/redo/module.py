@@ -1,0 +1,193 @@
+"""ReDO: unsupervised object segmentation by redrawing (Chen, Artières, Denoyer, NeurIPS 2019).
+
+A mask network F splits an image into n regions; one region i ~ U(n) is redrawn by its
+generator G_i from a fresh code z_i while the other regions keep the input's pixels; a
+discriminator D judges the result, and δ must recover z_i from it, so region i cannot be
+empty (§3.3). Training alternates a G/F/δ step and a D step (Algorithm 1) through manual
+optimisation. The decomposition is F's n soft masks; which one is the object is decided
+by the evaluation's best permutation (§5.2).
+
+Deliberate deviations, each flagged where it happens:
+- D's real images are the batch being redrawn (Algorithm 1 and the code draw a second
+  batch). Each hinge term's expectation is unchanged; only their covariance differs.
+- ``redraw="all"`` switches to the authors' code (every region redrawn each iteration, δ
+  fed the fully generated image); the default ``"one"`` is the paper's Algorithm 1.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from objdecomp.methods.base import DecompositionModule
+from objdecomp.methods.redo.networks import ReDONetworks
+from objdecomp.methods.redo.pictures import picture_batch, redrawing_figure
+from objdecomp.nn.gan import hinge_d_loss, hinge_g_loss
+from objdecomp.types import Decomposition
+
+
+class ReDO(DecompositionModule):
+    """The ReDO GAN (§3–4). Defaults are the paper's (and the code's where it is silent).
+
+    Args:
+        num_regions: n, the number of regions (2; 3 for colored-2-MNIST, §5.1).
+        z_dim: size of each z_k (32; 16 for MNIST, §4).
+        lambda_z: weight of the information-conservation term; the squared error is
+            averaged over z's dimensions as in the code, whose value is 5.
+        lr: Adam learning rate of G, D and δ (1e-4, §4).
+        mask_lr: learning rate of F (1e-5, §4).
+        mask_weight_decay: L2 weight decay of F (1e-4 in the code; the paper is silent).
+        betas: Adam betas ((0, 0.9), §4).
+        mask_width, mask_res_blocks, temperature: F's width at 1/4 resolution, residual
+            blocks, softmax temperature (64, 3, 1 in the code).
+        gen_width, disc_width, z_net_width: base widths of G_k, D and δ (32, 64, 64: the
+            code's Flowers configuration).
+        gen_attention, disc_attention: SAGAN self-attention in G_k and D (§4: both).
+        cond_norm: ``"batch"`` (§4) or ``"instance"`` (the code) conditional normalisation.
+        init_gain: gain of the orthogonal initialisation (0.8 in the code).
+        redraw: ``"one"`` region per image (Algorithm 1) or ``"all"`` regions (the code).
+    """
+
+    def __init__(self, num_regions: int = 2, z_dim: int = 32, lambda_z: float = 5.0,
+                 lr: float = 1e-4, mask_lr: float = 1e-5, mask_weight_decay: float = 1e-4,
+                 betas: Tuple[float, float] = (0.0, 0.9), mask_width: int = 64,
+                 mask_res_blocks: int = 3, temperature: float = 1.0, gen_width: int = 32,
+                 disc_width: int = 64, z_net_width: int = 64, gen_attention: bool = True,
+                 disc_attention: bool = True, cond_norm: str = "batch", init_gain: float = 0.8,
+                 redraw: str = "one", image_size: int = 128, channels: int = 3,
+                 max_objects: int = 1, num_classes: int = 0, num_background: int = 1,
+                 init_checkpoint: Optional[str] = None):
+        super().__init__(image_size, channels, max_objects, num_classes, num_background,
+                         init_checkpoint)
+        if redraw not in ("one", "all"):
+            raise ValueError(f"redraw must be 'one' (Algorithm 1) or 'all' (the code), got {redraw!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False  # alternating G/D updates (Algorithm 1)
+        self.num_regions, self.z_dim, self.lambda_z, self.redraw_mode = (
+            num_regions, z_dim, lambda_z, redraw)
+        self.lr, self.mask_lr, self.mask_weight_decay, self.betas = (
+            lr, mask_lr, mask_weight_decay, tuple(float(b) for b in betas))
+        self._network_args = dict(
+            image_size=image_size, channels=channels, num_regions=num_regions, z_dim=z_dim,
+            mask_width=mask_width, mask_res_blocks=mask_res_blocks, temperature=temperature,
+            gen_width=gen_width, disc_width=disc_width, z_net_width=z_net_width,
+            gen_attention=gen_attention, disc_attention=disc_attention, cond_norm=cond_norm,
+            init_gain=init_gain)
+        self.nets = ReDONetworks(**self._network_args)
+        # Region shares of F's masks since the last collapse check (not checkpointed).
+        self.register_buffer("_share_sum", torch.zeros(num_regions), persistent=False)
+        self.register_buffer("_share_count", torch.zeros(()), persistent=False)
+
+    # --- decomposition (contract 2) ----------------------------------------------------------
+    def decompose(self, images: Tensor) -> Decomposition:
+        """F's soft masks; every region's appearance is the input itself (nothing is redrawn).
+
+        The last region is flagged as background (the paper's "object n"), but which region
+        is the object is left to the evaluation's best permutation (§5.2).
+        """
+        masks = self.nets.mask(images * 2 - 1).float()
+        background = torch.zeros(self.num_regions, dtype=torch.bool, device=images.device)
+        background[-1] = True
+        layers = images[:, None].expand(-1, self.num_regions, -1, -1, -1)
+        return Decomposition(recon=images, masks=masks, background=background, layers=layers)
+
+    def pictures(self) -> Dict[str, Tensor]:
+        """Fig. 2-style grid on the first validation images (callbacks/pictures.py saves it)."""
+        batch = picture_batch(self)
+        if batch is None:
+            return {}
+        return {"redrawing": redrawing_figure(self.nets, batch, self.num_background)}
+
+    # --- training (Algorithm 1) ------------------------------------------------------------------
+    def configure_optimizers(self):
+        nets = self.nets
+        generator_step = torch.optim.Adam([
+            {"params": nets.mask.parameters(), "lr": self.mask_lr,
+             "weight_decay": self.mask_weight_decay},
+            {"params": nets.generators.parameters(), "lr": self.lr},
+            {"params": nets.z_net.parameters(), "lr": self.lr},
+        ], betas=self.betas)  # Adam is per-parameter: one optimizer with groups = three Adams
+        discriminator_step = torch.optim.Adam(nets.discriminator.parameters(), lr=self.lr,
+                                              betas=self.betas)
+        return [generator_step, discriminator_step]
+
+    def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
+        images = batch["image"] * 2 - 1  # the networks work in [-1, 1] (tanh generators)
+        generator_opt, discriminator_opt = self.optimizers()
+        terms: Dict[str, Tensor] = {}
+
+        def generator_loss() -> Tensor:
+            adversarial, z_error = self._generator_terms(images)
+            terms["g_adv"], terms["z_rec"] = adversarial.detach(), z_error.detach()
+            return adversarial + self.lambda_z * z_error
+
+        terms["g"] = self.optimizer_step_on(generator_opt, generator_loss)
+        terms["d"] = self.optimizer_step_on(discriminator_opt,
+                                            lambda: self._discriminator_loss(images))
+        self.log_losses(terms)
+
+    def _sample(self, batch_size: int) -> Tuple[Tensor, Tensor]:
+        """Region i ~ U(n) and z_i ~ N(0, I) for each image (Algorithm 1, lines 3–4)."""
+        region = torch.randint(self.num_regions, (batch_size,), device=self.device)
+        shape = (batch_size, self.num_regions, self.z_dim) if self.redraw_mode == "all" else (
+            batch_size, self.z_dim)
+        return region, torch.randn(shape, device=self.device)
+
+    def _fakes(self, images: Tensor, masks: Tensor, region: Tensor, z: Tensor):
+        """Redrawn images for D, and what δ reads with the code it must recover."""
+        if self.redraw_mode == "all":
+            redrawn, generated = self.nets.redraw_all(images, masks, z)
+            return redrawn.flatten(0, 1), generated, z
+        fakes = self.nets.redraw(images, masks, z, region)
+        return fakes, fakes, z
+
+    def _generator_terms(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+        """-D(G_F(I, z_i, i)) and ||δ_i(G_F(I, z_i, i)) - z_i||² (Algorithm 1, lines 5–7)."""
+        masks = self.nets.mask(images)
+        self._share_sum += masks.detach().float().mean(dim=(0, 2, 3))
+        self._share_count += 1
+        region, z = self._sample(images.shape[0])
+        fakes, delta_input, z = self._fakes(images, masks, region, z)
+        adversarial = hinge_g_loss(self.nets.discriminator(fakes))
+        z_hat = self.nets.reconstruct_z(delta_input)
+        if self.redraw_mode == "one":  # only head δ_i is asked for z_i
+            z_hat = z_hat[torch.arange(images.shape[0], device=self.device), region]
+        return adversarial, F.mse_loss(z_hat.float(), z)
+
+    def _discriminator_loss(self, images: Tensor) -> Tensor:
+        """Hinge loss on real images and freshly redrawn ones (Algorithm 1, lines 11–15)."""
+        with torch.no_grad():
+            region, z = self._sample(images.shape[0])
+            fakes, _, _ = self._fakes(images, self.nets.mask(images), region, z)
+        # One pass over real and fake together: one power iteration per SN layer, bigger GEMMs.
+        scores = self.nets.discriminator(torch.cat([images, fakes.to(images.dtype)]))
+        return hinge_d_loss(scores[: images.shape[0]], scores[images.shape[0]:])
+
+    # --- collapse detection and restart (callbacks/collapse.py) -----------------------------------
+    def collapse_statistic(self) -> Optional[Tensor]:
+        """Smallest mean share of a region in F's masks since the last call (None if no batch).
+
+        A region whose share tends to 0 is the empty-mask collapse of §4.
+        """
+        if self._share_count.item() == 0:
+            return None
+        shares = self._share_sum / self._share_count
+        self._share_sum.zero_()
+        self._share_count.zero_()
+        return shares.min()
+
+    def restart(self, seed: int) -> None:
+        """Re-initialise every network and optimizer state, as the code does on collapse.
+
+        The fresh weights come from ``seed`` alone, so every DDP rank draws the same ones;
+        they are copied into the existing parameters, which optimizers and DDP keep tracking.
+        """
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = ReDONetworks(**self._network_args)
+        self.nets.load_state_dict(fresh.state_dict())
+        for optimizer in self.optimizers():
+            optimizer.optimizer.state.clear()
