@@ -72,6 +72,7 @@ class DTISprites(DecompositionModule):
             ``"resnet<6n+2>"`` or ``"resnet18"``; ``encoder_pool``: adaptive pooling side
             (default: 1, or 4 / 2 beyond 3 objects); ``encoder_width``: mini-ResNet width.
         lr, weight_decay: Adam (weight decay on the networks only, C.2).
+        sprite_lr: learning rate of the sprites and backgrounds (default: ``lr``, as in C.2).
         milestones, lr_drop_sprites: epochs where learning rates are multiplied by 0.1; the
             sprites' and backgrounds' rate drops too only if ``lr_drop_sprites``.
         channels_last: run the encoder in channels-last memory format.
@@ -88,7 +89,8 @@ class DTISprites(DecompositionModule):
                  mask_noise: float = 0.4, freeze_sprites_epochs: int = 0, reassign_every: int = 0,
                  reassign_threshold: float = 0.2, background_init: Optional[float] = None,
                  encoder: str = "auto", encoder_pool: Optional[int] = None, encoder_width: int = 16,
-                 lr: float = 1e-3, weight_decay: float = 1e-6, milestones: Optional[List[int]] = None,
+                 lr: float = 1e-3, sprite_lr: Optional[float] = None, weight_decay: float = 1e-6,
+                 milestones: Optional[List[int]] = None,
                  lr_drop_sprites: bool = True, channels_last: bool = False):
         super().__init__(image_size, channels, max_objects, num_classes, num_background, init_checkpoint)
         self.save_hyperparameters()
@@ -184,7 +186,8 @@ class DTISprites(DecompositionModule):
         prototypes = [self.net.sprites.appearance, self.net.sprites.masks, self.net.backgrounds]
         ids = {id(p) for p in prototypes}
         networks = [p for p in self.parameters() if id(p) not in ids]
-        optimizer = torch.optim.Adam([{"params": prototypes, "weight_decay": 0.0},
+        sprite_lr = self.hparams.sprite_lr or self.hparams.lr
+        optimizer = torch.optim.Adam([{"params": prototypes, "weight_decay": 0.0, "lr": sprite_lr},
                                       {"params": networks, "weight_decay": self.hparams.weight_decay}],
                                      lr=self.hparams.lr)
         milestones = self.hparams.milestones or []
