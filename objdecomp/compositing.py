@@ -79,10 +79,14 @@ def transmittance(alphas: Tensor, occlusion: Tensor, exclude: int | None = None)
     delta = occlusion.expand(alphas.shape[0], -1, -1)[..., None, None, None]  # [B, L(j), L(l), 1, 1, 1]
     result = torch.ones_like(alphas)
     # A loop over the L occluding layers (never over pixels or candidates): L multiplies of
-    # [B, L, 1, H, W], so no [B, L, L, H, W] intermediate is ever held.
-    for j in range(alphas.shape[1]):
+    # [B, L, 1, H, W], so no [B, L, L, H, W] intermediate is ever held. Rows of δ that are all
+    # zero (a layer occluding nothing, e.g. the background) are skipped.
+    num_layers = alphas.shape[1]
+    occluders = (occlusion != 0).reshape(-1, num_layers, num_layers).any(2).any(0)
+    one = torch.ones_like(alphas[:, :1])
+    for j in occluders.nonzero().flatten().tolist():
         if j != exclude:
-            result = result * (1 - delta[:, j] * alphas[:, j : j + 1])
+            result = result * torch.addcmul(one, delta[:, j], alphas[:, j : j + 1], value=-1)
     return result
 
 
@@ -138,13 +142,15 @@ def candidate_terms(layer: int, colors: Tensor, alphas: Tensor, occlusion: Tenso
         ``(A [B, 1, C, H, W], D [B, 1, C, H, W], P [B, 1, 1, H, W])``, shaped to broadcast
         against candidates ``[B, M, ...]``.
     """
+    b, num_layers = alphas.shape[:2]
     others = transmittance(alphas, occlusion, exclude=layer)  # [B, L, 1, H, W]
-    visible = alphas * colors * others
-    visible = torch.cat([visible[:, :layer], torch.zeros_like(visible[:, :1]),
-                         visible[:, layer + 1:]], dim=1)  # R_m, with R_layer = 0
-    delta = occlusion.expand(alphas.shape[0], -1, -1)[:, layer, :, None, None, None]
-    return (visible.sum(1, keepdim=True), (delta * visible).sum(1, keepdim=True),
-            others[:, layer : layer + 1])
+    visible = colors * (alphas * others)  # R_m (R_layer is dropped by the weights below)
+    # A and D in one batched matrix product over layers: weights [B, 2, L] = (1[m ≠ layer], δ_layer,m).
+    keep = torch.ones(num_layers, dtype=visible.dtype, device=visible.device)
+    keep[layer] = 0
+    weights = torch.stack([keep.expand(b, -1), occlusion.expand(b, -1, -1)[:, layer].to(visible.dtype)], 1)
+    sums = torch.bmm(weights, visible.flatten(2)).view(b, 2, 1, *visible.shape[2:])
+    return sums[:, 0], sums[:, 1], others[:, layer : layer + 1]
 
 
 def candidate_composites(candidate_colors: Tensor, candidate_alphas: Tensor, layer: int,

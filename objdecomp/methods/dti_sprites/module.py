@@ -75,7 +75,8 @@ class DTISprites(DecompositionModule):
         sprite_lr: learning rate of the sprites and backgrounds (default: ``lr``, as in C.2).
         milestones, lr_drop_sprites: epochs where learning rates are multiplied by 0.1; the
             sprites' and backgrounds' rate drops too only if ``lr_drop_sprites``.
-        channels_last: run the encoder in channels-last memory format.
+        channels_last: run the encoder in channels-last memory format (faster convolutions on
+            CPU and on tensor-core GPUs; the results are the same).
     """
 
     def __init__(self, image_size: int = 64, channels: int = 3, max_objects: int = 1,
@@ -91,7 +92,7 @@ class DTISprites(DecompositionModule):
                  encoder: str = "auto", encoder_pool: Optional[int] = None, encoder_width: int = 16,
                  lr: float = 1e-3, sprite_lr: Optional[float] = None, weight_decay: float = 1e-6,
                  milestones: Optional[List[int]] = None,
-                 lr_drop_sprites: bool = True, channels_last: bool = False):
+                 lr_drop_sprites: bool = True, channels_last: bool = True):
         super().__init__(image_size, channels, max_objects, num_classes, num_background, init_checkpoint)
         self.save_hyperparameters()
         num_sprites = num_sprites or num_classes - 1
@@ -126,7 +127,9 @@ class DTISprites(DecompositionModule):
         pred = self.net.predict(images)
         occlusion = pred.occlusion if self.training else (pred.occlusion > 0.5).float()
         frozen = bool(self.frozen)
-        with torch.no_grad():
+        # Only the encoder follows the precision setting (bf16-mixed): products of many alphas
+        # and the selection's small error differences need float32.
+        with torch.no_grad(), torch.autocast(images.device.type, enabled=False):
             colors, alphas = self.net.render(pred, None, noise, frozen)
             backgrounds = self.net.render_backgrounds(pred)
             empty = self.hparams.empty_sprite and not frozen
@@ -151,8 +154,8 @@ class DTISprites(DecompositionModule):
 
     def forward(self, images: Tensor, noise: Optional[Tensor] = None):
         """Composite of the selected layers: ``(recon, weights, colors, ids)``."""
+        pred, occlusion, ids = self.infer(images, noise)
         with torch.autocast(images.device.type, enabled=False):
-            pred, occlusion, ids = self.infer(images, noise)
             colors, alphas = self.layers(pred, ids, noise)
             recon, weights = composite(colors, alphas, occlusion)
         return recon, weights, colors, ids
@@ -224,7 +227,7 @@ class DTISprites(DecompositionModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         every = self.hparams.reassign_every
         if every and self.global_step % every == 0:
-            if not bool(self.frozen) and self.usage.sum() > 0:
+            if not bool(self.frozen):
                 self.log("schedule/reassigned", float(len(self.reassign_rare_sprites())))
             self.usage.zero_()
 
@@ -232,12 +235,19 @@ class DTISprites(DecompositionModule):
     def reassign_rare_sprites(self) -> List[int]:
         """C.2: sprites used less than ``threshold / K`` as often as the most used one become noisy
         copies of it (appearance, mask, sprite-specific heads, and the masks' Adam moments)."""
-        usage = self.usage.float() / self.usage.max()
+        usage = self.usage.float()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Every rank must take the same decision and draw the same noise, or replicas diverge.
+            usage = self.trainer.strategy.reduce(usage, reduce_op="sum")
+        if usage.max() == 0:  # every layer empty since the last check
+            return []
+        usage = usage / usage.max()
         rare = (usage < self.hparams.reassign_threshold / self.net.num_sprites).nonzero().flatten().tolist()
         source = int(usage.argmax())
+        generator = torch.Generator().manual_seed(self.global_step)
         optimizer = self.optimizers().optimizer if self._trainer is not None else None
         for target in rare + ([source] if rare else []):  # the source gets fresh noise too
-            self.net.reassign(target, source, REASSIGN_NOISE)
+            self.net.reassign(target, source, REASSIGN_NOISE, generator)
             state = optimizer.state.get(self.net.sprites.masks, {}) if optimizer is not None else {}
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:

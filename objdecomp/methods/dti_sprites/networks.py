@@ -4,8 +4,8 @@ One encoder reads the image once; MLP heads predict, per image, the layer transf
 T^lay (one parameter set per layer), the sprite transformations T^spr (one per layer and
 sprite, Eq. 3), the background transformations T^bkg (one per prototype) and the occlusion
 matrix. :meth:`DTISpritesNet.render` turns sprites into layers: the colour modules act at
-sprite resolution (they are pointwise, so they commute with the warp) and all spatial modules
-of T^spr and T^lay are fused into one sampling grid, so each sprite is resampled once.
+sprite resolution (they are pointwise, so they commute with the warp) and the spatial modules
+of a sequence are fused into one sampling grid (see :meth:`DTISpritesNet._warp`).
 """
 
 from __future__ import annotations
@@ -57,8 +57,11 @@ class Sprites(nn.Module):
         return torch.cat([softclip(self.appearance), self.masks], 1)
 
     @torch.no_grad()
-    def copy_sprite(self, target: int, source: int, noise: float) -> None:
-        self.appearance[target] = self.appearance[source] + noise * torch.randn_like(self.appearance[source])
+    def copy_sprite(self, target: int, source: int, noise: float,
+                    generator: Optional[torch.Generator] = None) -> None:
+        shape = self.appearance[source].shape
+        jitter = torch.randn(shape, generator=generator).to(self.appearance)  # same on every rank
+        self.appearance[target] = self.appearance[source] + noise * jitter
         self.masks[target] = self.masks[source]
 
 
@@ -107,8 +110,12 @@ class DTISpritesNet(nn.Module):
 
     def predict(self, images: Tensor) -> Prediction:
         """Run the encoder once and every head on its features."""
-        features = self.encoder(images).float()
-        b, num_layers = images.shape[0], self.num_layers
+        features = self.encoder(images)  # under bf16 autocast when training in bf16-mixed
+        with torch.autocast(images.device.type, enabled=False):
+            return self._heads(features.float())
+
+    def _heads(self, features: Tensor) -> Prediction:
+        b, num_layers = features.shape[0], self.num_layers
         sprite = [p.unflatten(1, (num_layers, self.num_sprites)) for p in self.sprite_tsf.predict(features)]
         background = self.background_tsf.predict(features) if self.num_backgrounds else []
         if self.occlusion_head is not None:
@@ -153,7 +160,7 @@ class DTISpritesNet(nn.Module):
             colour = self.sprite_tsf.color(sprites[:, :, :, :c], sprite_params)
             colour = softclip(self.layer_tsf.color(colour, layer_params))
             sprites = torch.cat([colour, sprites[:, :, :, c:].expand_as(colour[:, :, :, :1])], 3)
-        layers, canvas = self._warp(sprites, layer_params, sprite_params)
+        layers, canvas = self._warp(sprites, layer_params, sprite_params, noise is not None)
         colours, alphas = layers[:, :, :, :c], layers[:, :, :, c:]
         if noise is not None:
             noise = noise if ids is None else torch.cat([noise, torch.zeros_like(noise[:1])])[ids][:, :, None]
@@ -163,34 +170,48 @@ class DTISpritesNet(nn.Module):
             alphas = alphas * (ids != k)[:, :, None, None, None, None]
         return colours, alphas
 
-    def _warp(self, sprites: Tensor, layer_params: List[Tensor], sprite_params: List[Tensor]
-              ) -> Tuple[Tensor, Tensor]:
-        """One fused resampling of ``[B, L, M, C+1, h, w]`` sprites onto the canvas.
+    def _warp(self, sprites: Tensor, layer_params: List[Tensor], sprite_params: List[Tensor],
+              with_canvas: bool) -> Tuple[Tensor, Tensor]:
+        """Resample ``[B, L, M, C+1, h, w]`` sprites onto the canvas.
 
-        Returns the layers ``[B, L, M, C+1, H, W]`` (zero where an intermediate point left its
-        image) and the canvas ``[., ., ., 1, H, W]`` marking where the sprite frame lands.
+        Sprite-level spatial modules act in the sprite's frame, layer-level ones place the frame
+        on the canvas (Eq. 3). When both exist, the warp takes two resamplings as in the authors'
+        code: the sprite-level one at sprite resolution (per-sprite grids of h·w points only),
+        then the layer's, one grid for all sprites of a layer. Otherwise all spatial modules are
+        fused into one grid and the sprite is resampled once.
+
+        Returns the layers ``[B, L, M, C+1, H, W]`` and the canvas ``[B, L, M or 1, 1, H, W]``,
+        where the sprite frame lands (the mask noise of C.3 goes there only).
         """
-        size, (b, num_layers, m) = self.image_size, sprites.shape[:3]
-        stages = self.layer_tsf.num_spatial + self.sprite_tsf.num_spatial
-        if stages == 0 and self.sprite_size == size:
-            return sprites, torch.ones_like(sprites[:, :, :1, :1])
-        points = pixel_grid(size, size, sprites.device)[None, None, None]  # [1, 1, 1, P, 2]
-        points, valid = self.layer_tsf.map_points(points, layer_params)
+        size = (self.image_size, self.image_size)
+        if self.layer_tsf.has_spatial and self.sprite_tsf.has_spatial:
+            frame = sprites.shape[-2:]
+            sprites, canvas = self._resample(sprites, self.sprite_tsf, sprite_params, frame)
+            if with_canvas:  # warped along, as the authors warp a channel of ones
+                sprites = torch.cat([sprites, canvas.expand_as(sprites[:, :, :, :1])], 3)
+            out, canvas = self._resample(sprites, self.layer_tsf, layer_params, size)
+            return (out[:, :, :, :-1], out[:, :, :, -1:]) if with_canvas else (out, canvas)
         if self.sprite_tsf.has_spatial:
-            if self.layer_tsf.has_spatial:
-                valid = valid & inside(points)
-            points, more = self.sprite_tsf.map_points(points, sprite_params)
-            valid = valid & more
+            return self._resample(sprites, self.sprite_tsf, sprite_params, size)
+        if self.layer_tsf.has_spatial or self.sprite_size != self.image_size:
+            return self._resample(sprites, self.layer_tsf, layer_params, size)
+        return sprites, torch.ones_like(sprites[:, :, :1, :1])
+
+    @staticmethod
+    def _resample(sprites: Tensor, sequence, params: List[Tensor], size: Tuple[int, int]
+                  ) -> Tuple[Tensor, Tensor]:
+        """One resampling through the fused spatial modules of ``sequence``; see :meth:`_warp`."""
+        (b, num_layers, m), shape = sprites.shape[:3], (*sprites.shape[:2], -1, 1, *size)
+        points = pixel_grid(*size, device=sprites.device)[None, None, None]  # [1, 1, 1, P, 2]
+        points, valid = sequence.map_points(points, params)
         points = points.expand(b, num_layers, -1, -1, -1)
         if points.shape[2] == 1:  # one grid per layer: sample all M sprites as channels
-            flat = sprites.reshape(b * num_layers, -1, *sprites.shape[-2:])
-            out = sample(flat, points.flatten(0, 2), (size, size))
+            out = sample(sprites.reshape(b * num_layers, -1, *sprites.shape[-2:]), points.flatten(0, 2), size)
         else:
-            out = sample(sprites.flatten(0, 2), points.flatten(0, 2), (size, size))
-        out = out.view(b, num_layers, m, -1, size, size)
-        shape = (b, num_layers, -1, 1, size, size)
+            out = sample(sprites.flatten(0, 2), points.flatten(0, 2), size)
+        out = out.view(b, num_layers, m, -1, *size)
         canvas = (valid & inside(points)).reshape(shape).to(out.dtype)
-        if stages > 1:  # some intermediate point may have left its intermediate image
+        if sequence.num_spatial > 1:  # some intermediate point may have left its intermediate image
             out = out * valid.expand(b, num_layers, -1, -1).reshape(shape).to(out.dtype)
         return out, canvas
 
@@ -210,10 +231,11 @@ class DTISpritesNet(nn.Module):
         return backgrounds
 
     @torch.no_grad()
-    def reassign(self, target: int, source: int, noise: float) -> None:
+    def reassign(self, target: int, source: int, noise: float,
+                 generator: Optional[torch.Generator] = None) -> None:
         """Sprite ``target`` becomes a noisy copy of ``source``, with its sprite-specific heads
         in every layer (C.2, following DTI-Clustering)."""
-        self.sprites.copy_sprite(target, source, noise)
+        self.sprites.copy_sprite(target, source, noise, generator)
         for head in self.sprite_tsf.heads:
             for layer in range(self.num_layers):
                 head.copy_group(layer * self.num_sprites + target, layer * self.num_sprites + source)

@@ -1,0 +1,132 @@
+"""Seconds per DTI-Sprites training step at the paper's Tetrominoes, Multi-dSprites and CLEVR6 configs.
+
+    python benchmarks/bench_dti_speed.py [--threads 2] [--steps 10] [--precision fp32 bf16]
+
+Each config runs in its own process (so peak RSS is per config): the model is built from
+``experiments/dti_sprites_<name>.yaml`` with its datamodule's facts (no data needed), every
+transformation module of the curriculum switched on and the sprites unfrozen (the late, most
+expensive phase), then trained on random batches of 32 images: forward (encoder, heads, all
+candidates rendered, greedy selection, selected layers rendered again, composite), backward and
+an Adam step. Prints the median time per step, the part spent in the selection, peak RSS, and
+the authors' code measured on this machine type (../shared/notes/dti_sprites.md). On a GPU it
+times CUDA steps instead (synchronised). ``bf16`` runs the encoder under bf16 autocast (the
+rendering, selection and compositing stay in float32, as in training with ``bf16-mixed``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AUTHORS_S_PER_STEP = {"tetrominoes": 0.29, "multi_dsprites": 0.93, "clevr6": 18.2}  # 2 threads, notes
+TARGET_FRACTION = {"tetrominoes": 0.5, "multi_dsprites": 0.5, "clevr6": 0.25}  # the issue's targets
+
+
+def build(name: str):
+    """The experiment's model with its datamodule's facts, in its late training phase."""
+    import importlib
+
+    import yaml
+
+    from objdecomp.methods.dti_sprites import DTISprites
+
+    config = yaml.safe_load((ROOT / f"experiments/dti_sprites_{name}.yaml").read_text())
+    module, _, cls = config["data"]["class_path"].rpartition(".")
+    data_class = getattr(importlib.import_module(module), cls)
+    facts = {k: getattr(data_class, k) for k in
+             ("image_size", "channels", "max_objects", "num_classes", "num_background")}
+    model = DTISprites(**config["model"]["init_args"], **facts)
+    for sequence in model.net.sequences:
+        sequence.set_epoch(10**6)  # all transformation modules on
+    model.frozen.fill_(False)
+    return model, facts
+
+
+def run_one(name: str, steps: int, precision: str, threads: int) -> dict:
+    import resource
+
+    import torch
+
+    from objdecomp.methods.dti_sprites.selection import greedy_selection
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, facts = build(name)
+    model = model.to(device).train()
+    optimizer = model.configure_optimizers()["optimizer"]
+    images = torch.rand(32, facts["channels"], facts["image_size"], facts["image_size"], device=device)
+    selection_time = []
+    original = greedy_selection
+
+    def timed_selection(*args, **kwargs):  # the selection's share of the step
+        sync(device)
+        start = time.perf_counter()
+        result = original(*args, **kwargs)
+        sync(device)
+        selection_time.append(time.perf_counter() - start)
+        return result
+
+    import objdecomp.methods.dti_sprites.module as dti_module
+    dti_module.greedy_selection = timed_selection
+    times = []
+    for step in range(steps + 2):  # two warm-up steps
+        sync(device)
+        start = time.perf_counter()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model.training_step({"image": images}, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"config": name, "device": device, "precision": precision, "threads": threads,
+            "s_per_step": statistics.median(times[2:]),
+            "selection_s": statistics.median(selection_time[2:]) if selection_time else 0.0,
+            "peak_mib": peak, "peak_kind": "GPU allocated" if device == "cuda" else "RSS"}
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", nargs="+", default=list(AUTHORS_S_PER_STEP))
+    parser.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.steps, args.precision[0], args.threads)))
+        return
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    print(f"{'config':<16}{'precision':<10}{'s/step':>8}{'select':>8}{'peak MiB':>10}"
+          f"{'authors':>9}{'ratio':>7}{'target':>8}")
+    for name in args.configs:
+        for precision in args.precision:
+            out = subprocess.run([sys.executable, __file__, "--one", name, "--precision", precision,
+                                  "--threads", str(args.threads), "--steps", str(args.steps)],
+                                 env=env, capture_output=True, text=True, check=True)
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            authors = AUTHORS_S_PER_STEP[name]
+            ratio = row["s_per_step"] / authors
+            print(f"{name:<16}{precision:<10}{row['s_per_step']:>8.3f}{row['selection_s']:>8.3f}"
+                  f"{row['peak_mib']:>10.0f}{authors:>9.2f}{ratio:>7.2f}{TARGET_FRACTION[name]:>8.2f}"
+                  f"  ({row['device']}, {row['threads']} threads, peak {row['peak_kind']})", flush=True)
+
+
+if __name__ == "__main__":
+    main()
