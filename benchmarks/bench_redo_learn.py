@@ -153,7 +153,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--exp", default="quick/redo_textured_shape")
     parser.add_argument("--minutes", type=float, default=45.0, help="training wall-clock budget")
-    parser.add_argument("--eval-every", type=float, default=180.0, help="seconds of training between evaluations")
+    parser.add_argument("--eval-every", type=float, default=180.0,
+                        help="seconds of training between evaluations")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench_out/redo_learn")
     parser.add_argument("--seed", type=int, default=0)

@@ -140,6 +140,15 @@ def test_one_iteration_updates_exactly_the_right_parameters(monkeypatch):
     assert d_step == expected_d
 
 
+@pytest.mark.parametrize("redraw", ["one", "all"])
+def test_training_runs_under_bf16_autocast(redraw):
+    module = tiny_module(redraw=redraw)
+    trainer = tiny_trainer(max_steps=2, precision="bf16-mixed")
+    trainer.fit(module, tiny_data())
+    assert trainer.global_step == 2
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
 def test_collapse_restart_is_bounded_logged_and_reinitialises(caplog):
     module, data = tiny_module(), tiny_data()
     callback = CollapseRestart(threshold=1.0, check_every=2, window=100, max_restarts=2, seed=7)
@@ -201,10 +210,12 @@ def test_textured_shape_items_are_deterministic_and_follow_the_contract():
     assert torch.equal(train[3]["image"], train.__getitems__([1, 3])[1]["image"])
     assert torch.equal(item_parameters(0, "train", 3), item_parameters(0, "train", 3))
     assert not torch.equal(train[0]["image"], val[0]["image"])
-    assert not torch.equal(train[0]["image"], TexturedShapeDataModule(32, seed=1).make_dataset("train")[0]["image"])
+    other_seed = TexturedShapeDataModule(32, seed=1).make_dataset("train")
+    assert not torch.equal(train[0]["image"], other_seed[0]["image"])
     batch = default_collate([train[i] for i in range(8)])
     check_batch(batch)
-    assert batch["image"].shape == (8, 3, 32, 32) and 0 <= batch["image"].min() <= batch["image"].max() <= 1
+    assert batch["image"].shape == (8, 3, 32, 32)
+    assert 0 <= batch["image"].min() <= batch["image"].max() <= 1
     share = batch["mask"].float().mean((1, 2))
     assert ((share > 0.05) & (share < 0.5)).all()  # one object, neither tiny nor everything
     inside = batch["image"].permute(1, 0, 2, 3)[:, batch["mask"] == 1]

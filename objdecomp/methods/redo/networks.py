@@ -213,7 +213,8 @@ class ReDONetworks(nn.Module):
         for k, generator in enumerate(self.generators):
             chosen = (region == k).nonzero(as_tuple=True)[0]
             if chosen.numel():
-                appearance = appearance.index_put((chosen,), generator(mask[chosen], z[chosen]))
+                drawn = generator(mask[chosen], z[chosen])  # bf16 under autocast
+                appearance = appearance.index_put((chosen,), drawn.to(appearance.dtype))
         return images + mask * (appearance - images)
 
     def redraw_all(self, images: Tensor, masks: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
