@@ -147,8 +147,9 @@ def test_reassignment_copies_the_most_used_sprite():
         model.net.sprite_tsf.heads[0].weight3[1 * 4 + 2] = 0.5  # layer 1, sprite 2
     model.usage.copy_(torch.tensor([1, 50, 100, 30]))
     assert model.reassign_rare_sprites() == [0]  # 1/100 < 0.2/4; 30/100 is not
-    assert torch.allclose(model.net.sprites.appearance[0], torch.full_like(model.net.sprites.appearance[0], 0.3), atol=1e-3)
-    assert torch.equal(model.net.sprite_tsf.heads[0].weight3[4 + 0], model.net.sprite_tsf.heads[0].weight3[4 + 2])
+    appearance, head = model.net.sprites.appearance, model.net.sprite_tsf.heads[0]
+    assert torch.allclose(appearance[0], torch.full_like(appearance[0], 0.3), atol=1e-3)
+    assert torch.equal(head.weight3[4 + 0], head.weight3[4 + 2])
 
 
 def test_milestone_decay_and_foreground_reassignment():

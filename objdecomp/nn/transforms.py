@@ -14,8 +14,8 @@ Spatial modules act on sampling points (backward warping, ``grid_sample`` with
 ``align_corners=False``): a module maps points of its output image to points of its input
 image. A sequence is applied to an image left to right (``col-proj-tps``: colour, then the
 homography, then the spline), so its maps are applied to output points right to left and
-*fused* into one sampling grid: the sprite is resampled once, whatever the number of modules,
-and sprite-level and layer-level spatial transformations (Eq. 3) share that single resampling.
+*fused* into one sampling grid: the image is resampled once per sequence, whatever the number
+of its modules (no blur from chained resamplings, one grid_sample call).
 
 Deliberate deviation, positioning: the authors' ``pos`` module starts at θ = 2I (a sprite
 covers half the canvas whatever its size). Here it starts at the identity *in pixels*: a sprite

@@ -141,7 +141,8 @@ def describe(model: DTISprites, image: Tensor) -> List[str]:
         if sprite < model.net.num_sprites:
             try:
                 theta = _params(pred, *_find(model, "pos"), layer, sprite)[0]
-                text += f", centre ({theta[1] / 2 + 0.5:.2f}, {theta[2] / 2 + 0.5:.2f}), scale x{math.exp(theta[0]):.2f}"
+                centre = (theta[1:] / 2 + 0.5).tolist()  # as fractions of the image
+                text += f", centre ({centre[0]:.2f}, {centre[1]:.2f}), scale x{math.exp(theta[0]):.2f}"
             except ValueError:
                 pass
         lines.append(text)

@@ -147,7 +147,8 @@ class DTISprites(DecompositionModule):
         background first (rendered again with gradients, for the selected sprites only)."""
         colors, alphas = self.net.render(pred, ids[:, 1:], noise, bool(self.frozen))
         backgrounds = self.net.render_backgrounds(pred)
-        background = backgrounds[torch.arange(len(ids), device=ids.device), ids[:, 0].clamp(max=backgrounds.shape[1] - 1)]
+        rows = torch.arange(len(ids), device=ids.device)
+        background = backgrounds[rows, ids[:, 0].clamp(max=backgrounds.shape[1] - 1)]  # K' = 0: black
         colors = torch.cat([background[:, None], colors[:, :, 0]], 1)
         alphas = torch.cat([torch.ones_like(alphas[:, :1, 0]), alphas[:, :, 0]], 1)
         return colors, alphas
@@ -175,7 +176,8 @@ class DTISprites(DecompositionModule):
     # --- training -------------------------------------------------------------------------
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
         images = batch["image"]
-        noise = self.net.mask_noise(self.hparams.mask_noise, images.device) if self.hparams.mask_noise else None
+        amplitude = self.hparams.mask_noise
+        noise = self.net.mask_noise(amplitude, images.device) if amplitude else None
         recon, _, _, ids = self(images, noise)
         loss = F.mse_loss(recon, images.float())
         nonempty = (ids[:, 1:] < self.net.num_sprites).float().sum(1).mean()
@@ -194,7 +196,8 @@ class DTISprites(DecompositionModule):
                                       {"params": networks, "weight_decay": self.hparams.weight_decay}],
                                      lr=self.hparams.lr)
         milestones = self.hparams.milestones or []
-        decays = [MilestoneDecay(milestones if self.hparams.lr_drop_sprites else []), MilestoneDecay(milestones)]
+        sprite_milestones = milestones if self.hparams.lr_drop_sprites else []
+        decays = [MilestoneDecay(sprite_milestones), MilestoneDecay(milestones)]
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decays)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
