@@ -171,8 +171,7 @@ def test_collapse_restart_is_bounded_logged_and_reinitialises(caplog):
 def test_collapse_statistic_is_the_smallest_region_share():
     module = tiny_module()
     assert module.collapse_statistic() is None
-    module._share_sum += torch.tensor([0.9, 0.1]) + torch.tensor([0.7, 0.3])
-    module._share_count += 2
+    module._share_sum, module._share_count = torch.tensor([0.9, 0.1]) + torch.tensor([0.7, 0.3]), 2
     assert module.collapse_statistic().item() == pytest.approx(0.2)
     assert module.collapse_statistic() is None  # the window was reset
 

@@ -77,9 +77,10 @@ class ReDO(DecompositionModule):
             gen_attention=gen_attention, disc_attention=disc_attention, cond_norm=cond_norm,
             init_gain=init_gain)
         self.nets = ReDONetworks(**self._network_args)
-        # Region shares of F's masks since the last collapse check (not checkpointed).
-        self.register_buffer("_share_sum", torch.zeros(num_regions), persistent=False)
-        self.register_buffer("_share_count", torch.zeros(()), persistent=False)
+        # Region shares of F's masks since the last collapse check. Plain attributes, not
+        # buffers: DDP would overwrite every rank's buffers with rank 0's at each forward.
+        self._share_sum: Optional[Tensor] = None
+        self._share_count = 0
 
     # --- decomposition (contract 2) ----------------------------------------------------------
     def decompose(self, images: Tensor) -> Decomposition:
@@ -136,21 +137,23 @@ class ReDO(DecompositionModule):
             batch_size, self.z_dim)
         return region, torch.randn(shape, device=self.device)
 
-    def _fakes(self, images: Tensor, masks: Tensor, region: Tensor, z: Tensor):
-        """Redrawn images for D, and what δ reads with the code it must recover."""
+    def _fakes(self, images: Tensor, masks: Tensor, region: Tensor,
+               z: Tensor) -> Tuple[Tensor, Tensor]:
+        """The redrawn images D judges, and the image δ reads to recover z."""
         if self.redraw_mode == "all":
             redrawn, generated = self.nets.redraw_all(images, masks, z)
-            return redrawn.flatten(0, 1), generated, z
+            return redrawn.flatten(0, 1), generated
         fakes = self.nets.redraw(images, masks, z, region)
-        return fakes, fakes, z
+        return fakes, fakes
 
     def _generator_terms(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """-D(G_F(I, z_i, i)) and ||δ_i(G_F(I, z_i, i)) - z_i||² (Algorithm 1, lines 5–7)."""
         masks = self.nets.mask(images)
-        self._share_sum += masks.detach().float().mean(dim=(0, 2, 3))
+        shares = masks.detach().float().mean(dim=(0, 2, 3))
+        self._share_sum = shares if self._share_sum is None else self._share_sum + shares
         self._share_count += 1
         region, z = self._sample(images.shape[0])
-        fakes, delta_input, z = self._fakes(images, masks, region, z)
+        fakes, delta_input = self._fakes(images, masks, region, z)
         adversarial = hinge_g_loss(self.nets.discriminator(fakes))
         z_hat = self.nets.reconstruct_z(delta_input)
         if self.redraw_mode == "one":  # only head δ_i is asked for z_i
@@ -161,7 +164,7 @@ class ReDO(DecompositionModule):
         """Hinge loss on real images and freshly redrawn ones (Algorithm 1, lines 11–15)."""
         with torch.no_grad():
             region, z = self._sample(images.shape[0])
-            fakes, _, _ = self._fakes(images, self.nets.mask(images), region, z)
+            fakes, _ = self._fakes(images, self.nets.mask(images), region, z)
         # One pass over real and fake together: one power iteration per SN layer, bigger GEMMs.
         scores = self.nets.discriminator(torch.cat([images, fakes.to(images.dtype)]))
         return hinge_d_loss(scores[: images.shape[0]], scores[images.shape[0]:])
@@ -172,11 +175,10 @@ class ReDO(DecompositionModule):
 
         A region whose share tends to 0 is the empty-mask collapse of §4.
         """
-        if self._share_count.item() == 0:
+        if self._share_sum is None:
             return None
         shares = self._share_sum / self._share_count
-        self._share_sum.zero_()
-        self._share_count.zero_()
+        self._share_sum, self._share_count = None, 0
         return shares.min()
 
     def restart(self, seed: int) -> None:
