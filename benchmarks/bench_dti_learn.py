@@ -1,6 +1,6 @@
 """Learning check of DTI-Sprites on CPU: train an experiment for a wall-clock budget and watch it learn.
 
-    python benchmarks/bench_dti_learn.py --exp quick/dti_sprites_tetrominoes --minutes 30 --out bench_out/tetro
+    python benchmarks/bench_dti_learn.py --exp quick/dti_sprites_tetrominoes --minutes 30 [--out DIR]
 
 Builds the model and datamodule from ``experiments/_base/default.yaml`` + ``experiments/<exp>.yaml``
 (dataset facts linked from the datamodule, as the CLI does), trains with Lightning's Trainer on
@@ -38,8 +38,19 @@ def load_config(exp: str, overrides: List[str]) -> Dict[str, Any]:
         section, name = key.split(".", 1)
         target = config.setdefault(section, {})
         target = target.setdefault("init_args", {}) if section in ("model", "data") else target
-        target[name] = yaml.safe_load(value)
+        target[name] = parse_value(value)
     return config
+
+
+def parse_value(text: str) -> Any:
+    """YAML value, with ``1e-3`` read as a number (YAML 1.1 wants ``1.0e-3``)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
 def merge(base: Dict[str, Any], update: Dict[str, Any]) -> None:
@@ -135,7 +146,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
     parser.add_argument("--eval-every", type=float, default=120.0, help="seconds of training between evaluations")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default="bench_out/dti_learn")
+    parser.add_argument("--out", help="picture folder (default: $OBJDECOMP_RESULTS/bench/<exp>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="override, e.g. model.lr=1e-3")
     args = parser.parse_args()
@@ -163,7 +174,9 @@ def main() -> None:
                          use_distributed_sampler=False)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
-    out = Path(args.out)
+    from objdecomp.paths import results_root
+
+    out = Path(args.out) if args.out else results_root() / "bench" / args.exp
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps({"exp": args.exp, "set": args.set, "curve": curve}, indent=1))
     model.eval()
