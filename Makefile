@@ -7,23 +7,22 @@ OBJDECOMP := $(PY) -m objdecomp
 RESULTS := $(or $(OBJDECOMP_RESULTS),results)
 BASE := experiments/_base/default.yaml
 EXP_FILE = experiments/$(EXP).yaml
-# Newest last.ckpt of experiment $(EXP), used by `make eval` when CKPT is not given.
-LAST_CKPT = $(shell ls -t $(RESULTS)/$(EXP)/*/checkpoints/last.ckpt 2>/dev/null | head -n 1)
 
 .PHONY: help install test test-slow train eval tables sweep data gallery demo \
-        bench-metrics bench-data bench-learn bench-speed figure4 experiments clean
+        bench-metrics bench-data bench-learn bench-speed bench-speed-redo figure4 experiments clean
 
 help:
 	@echo "make install                      create .venv and install objdecomp with its pinned dependencies"
 	@echo "make test | test-slow             fast test tier | slow tier (DDP, resume, every experiment config)"
 	@echo "make demo                         train DTI-Sprites on procedural Tetrominoes (CPU, <10 min) and evaluate"
 	@echo "make train EXP=<name> [ARGS=...]  objdecomp fit on experiments/<name>.yaml (make experiments lists them)"
-	@echo "make eval [EXP=<name> CKPT=<path>] test a checkpoint (default: newest last.ckpt) and render the tables"
+	@echo "make eval [EXP=<name> CKPT=<path>] test the newest best.ckpt (else last.ckpt) on the splits its tables need, render the tables"
 	@echo "make tables                       render the paper tables from $(RESULTS)/*.json"
 	@echo "make sweep SWEEP=<name>           create a W&B sweep from experiments/sweeps/<name>.yaml and run an agent"
 	@echo "make data DATASET=<name>          download, verify and prepare a real dataset"
 	@echo "make gallery DATASET=<name>       PNG grid of a dataset's samples and ground truth"
-	@echo "make bench-metrics | bench-data | bench-learn EXP=<name> | bench-speed"
+	@echo "make bench-metrics | bench-data | bench-learn EXP=<name> | bench-speed | bench-speed-redo"
+	@echo "make figure4                      ReDO's Figure 4 (supervised curve vs unsupervised) as PNG"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -50,17 +49,18 @@ train: check-exp
 	$(OBJDECOMP) fit --config $(BASE) --config $(EXP_FILE) --experiment $(EXP) $(ARGS)
 
 eval:
-ifdef EXP
-	@$(MAKE) --no-print-directory check-exp EXP=$(EXP)
-	@ckpt="$(or $(CKPT),$(LAST_CKPT))"; if [ -z "$$ckpt" ]; then \
-	  echo "no checkpoint for $(EXP) under $(RESULTS)/$(EXP)/*/checkpoints/; train it first or pass CKPT=<path>"; exit 2; fi; \
-	$(OBJDECOMP) test --config $(BASE) --config $(EXP_FILE) --experiment $(EXP) --ckpt_path="$$ckpt" $(ARGS)
-else
-	@for exp in $$($(MAKE) --no-print-directory experiments); do \
-	  ckpt=$$(ls -t $(RESULTS)/$$exp/*/checkpoints/last.ckpt 2>/dev/null | head -n 1); \
-	  [ -n "$$ckpt" ] && $(OBJDECOMP) test --config $(BASE) --config experiments/$$exp.yaml --experiment $$exp --ckpt_path="$$ckpt" $(ARGS); \
-	done; true
-endif
+	@[ -z "$(EXP)" ] || $(MAKE) --no-print-directory check-exp EXP=$(EXP)
+	@status=0; for exp in $(or $(EXP),$$($(MAKE) --no-print-directory experiments)); do \
+	  ckpt="$(CKPT)"; [ -n "$$ckpt" ] || ckpt=$$(ls -t $(RESULTS)/$$exp/*/checkpoints/best.ckpt 2>/dev/null | head -n 1); \
+	  [ -n "$$ckpt" ] || ckpt=$$(ls -t $(RESULTS)/$$exp/*/checkpoints/last.ckpt 2>/dev/null | head -n 1); \
+	  if [ -z "$$ckpt" ]; then \
+	    [ -z "$(EXP)" ] && continue; \
+	    echo "no checkpoint for $$exp under $(RESULTS)/$$exp/*/checkpoints/; train it first or pass CKPT=<path>"; exit 2; fi; \
+	  for split in $$($(OBJDECOMP) tables --splits $$exp); do \
+	    $(OBJDECOMP) test --config $(BASE) --config experiments/$$exp.yaml --experiment $$exp \
+	      --ckpt_path="$$ckpt" --eval_split $$split $(ARGS) || status=1; \
+	  done; \
+	done; exit $$status
 	$(OBJDECOMP) tables
 
 tables:
@@ -87,11 +87,19 @@ bench-metrics:
 bench-data:
 	$(PY) benchmarks/bench_data.py
 
+# The learning check of the experiment's method: ReDO's for redo_* experiments, else DTI-Sprites'.
 bench-learn: check-exp
-	$(PY) benchmarks/bench_dti_learn.py --exp $(EXP) $(ARGS)
+	$(PY) benchmarks/bench_$(if $(findstring redo_,$(EXP)),redo,dti)_learn.py --exp $(EXP) $(ARGS)
 
 bench-speed:
 	$(PY) benchmarks/bench_dti_speed.py $(ARGS)
+
+bench-speed-redo:
+	$(PY) benchmarks/bench_redo_speed.py $(ARGS)
+
+# ReDO's Figure 4 from the redo_supervised_* and redo_* results files (README: ReDO).
+figure4:
+	$(PY) benchmarks/redo_figure4.py --results $(RESULTS) --out $(RESULTS)/figures/redo_figure4.png $(ARGS)
 
 clean:
 	rm -rf galleries lightning_logs wandb .pytest_cache

@@ -161,7 +161,7 @@ def main() -> None:
     # One thread by default: with two, every small op waits for both cores, and a single
     # busy core elsewhere slowed this 32x32 model 15-fold on the shared 2-core machine.
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="bench_out/redo_learn")
+    parser.add_argument("--out", help="picture folder (default: $OBJDECOMP_RESULTS/bench/<exp>)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], help="override, e.g. model.mask_lr=1e-4")
     args = parser.parse_args()
@@ -176,7 +176,9 @@ def main() -> None:
     datamodule = instantiate(config["data"])
     model = instantiate(config["model"], **datamodule.facts)
     datamodule.setup("fit")
-    out = Path(args.out)
+    from objdecomp.paths import results_root
+
+    out = Path(args.out) if args.out else results_root() / "bench" / args.exp
     out.mkdir(parents=True, exist_ok=True)
     curve: List[Dict[str, float]] = []
     monitor = make_monitor(args.minutes * 60, args.eval_every, datamodule.val_dataloader(),

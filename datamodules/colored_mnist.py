@@ -4,7 +4,7 @@ The paper: "a uniform background on which we draw two colored MNIST numbers: one
 and one even number. Odd and even numbers have colors sampled from different distributions",
 with n = 3 regions. The authors' code (notes/redo.md) settles the rest, which we follow:
 digits resized to 56 px and thresholded, at random positions on a 128x128 canvas in random
-stacking order; the even digit's colour has R and G = B uniform in [0, 0.33], the odd
+stacking order (a smaller ``image_size`` scales the digits with the canvas); the even digit's colour has R and G = B uniform in [0, 0.33], the odd
 digit's R = B and G uniform in [0.66, 1], the background's R = G and B uniform in
 [0.33, 0.66].
 
@@ -77,6 +77,7 @@ class ColoredMNISTDataModule(ProceduralDataModule):
     """colored-2-MNIST (ReDO §5.1): 128x128, an even and an odd digit, 3 regions.
 
     Args:
+        image_size: canvas side (the paper: 128); digits keep 56/128 of it.
         train_size: training images (the paper gives no size; MNIST's 60k by default).
         val_size: validation images.
         test_size: test images.
@@ -89,13 +90,16 @@ class ColoredMNISTDataModule(ProceduralDataModule):
     dataset_name = "colored_mnist"
     image_size, channels, max_objects, num_classes, num_background = 128, 3, 2, 3, 1
 
-    def __init__(self, train_size: int = 60_000, val_size: int = 1_000, test_size: int = 10_000,
+    def __init__(self, image_size: int = 128, train_size: int = 60_000, val_size: int = 1_000, test_size: int = 10_000,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
                  batch_size: int = 25, eval_batch_size: Optional[int] = None,
                  num_workers: int = 0, seed: int = 0):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
                          batch_size, eval_batch_size, num_workers, seed)
+        self.image_size = image_size
+        self.digit_size = round(56 * image_size / 128)
         self.source = mnist_source()
 
     def renderer(self, split: str) -> ColoredMNISTRenderer:
-        return ColoredMNISTRenderer("train" if split == "train" else "test", self.source)
+        return ColoredMNISTRenderer("train" if split == "train" else "test", self.source,
+                                    self.image_size, self.digit_size)

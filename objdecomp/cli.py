@@ -11,7 +11,7 @@ rerunning the same command with ``--ckpt_path=last`` resumes the same run.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -53,6 +53,8 @@ class ObjdecompCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--experiment", type=Optional[str], default=None,
                             help="experiment name (default: the last --config file's path under experiments/)")
+        parser.add_argument("--eval_split", type=Literal["train", "val", "test"], default="test",
+                            help="the split `test` evaluates (Table 1 of ReDO reports train and test)")
         for fact in FACTS:  # dataset facts come from the datamodule, never from a model config
             parser.link_arguments("data", f"model.init_args.{fact}",
                                   compute_fn=_fact_getter(fact), apply_on="instantiate")
@@ -75,6 +77,10 @@ class ObjdecompCLI(LightningCLI):
             config.trainer.default_root_dir = str(self.run.directory)
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(self.run.directory / "checkpoints")
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        self.datamodule.test_split = self.config[self.subcommand].eval_split
 
     def _instantiate_trainer(self, config: Dict[str, Any], callbacks: list):
         if config.get("logger") in (None, True):

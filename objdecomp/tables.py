@@ -6,6 +6,7 @@ from ../shared/TABLES.md). Our column is the mean ± std over the runs found, wi
 count, or "not run". Nothing is ever filled from the paper.
 
     objdecomp tables [--results DIR] [--out FILE] [--method dti_sprites]
+    objdecomp tables --splits redo_cub     # the splits its cells need evaluated: "test train"
 """
 
 from __future__ import annotations
@@ -72,14 +73,27 @@ def render(tables: dict, runs: Dict[str, List[Dict[str, float]]],
     return "\n".join(lines)
 
 
+def splits_needed(tables: dict, experiment: str) -> List[str]:
+    """The evaluation splits the cells of ``experiment`` read (a key's prefix), test first."""
+    splits = {c["key"].split("/", 1)[0] for method_tables in tables.values()
+              for table in method_tables for c in table["cells"] if c["experiment"] == experiment}
+    return ["test"] + sorted(splits - {"test"})
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="objdecomp tables", description=__doc__.split("\n")[0])
     parser.add_argument("--results", type=Path, default=None, help="results root (default $OBJDECOMP_RESULTS)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown file (default <results>/TABLES.md)")
     parser.add_argument("--method", default=None, help="only this method's tables")
+    parser.add_argument("--splits", metavar="EXPERIMENT", default=None,
+                        help="print the splits the experiment's cells need evaluated, and exit")
     args = parser.parse_args(argv)
+    tables = yaml.safe_load(TABLES_FILE.read_text())
+    if args.splits:
+        print(" ".join(splits_needed(tables, args.splits)))
+        return
     results = args.results or results_root()
-    text = render(yaml.safe_load(TABLES_FILE.read_text()), collect(results), args.method)
+    text = render(tables, collect(results), args.method)
     out = args.out or results / "TABLES.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")

@@ -58,6 +58,13 @@ def test_fit_then_test_writes_everything(workspace):
     assert record["seed"] == 0 and record["git_revision"]
     assert (run_dir / "pictures" / "test.png").is_file()
 
+    run_cli("test", "--config", str(config), "--experiment", "tiny", f"--ckpt_path={ckpt}",
+            "--eval_split", "train")  # Table 1-style train columns, in their own file
+    on_train = json.loads((tmp / "results" / "tiny" / f"{cli.run.name}.train.json").read_text())
+    assert on_train["split"] == "train" and "train/ari_fg" in on_train["metrics"]
+    assert not any(key.startswith("test/") for key in on_train["metrics"])
+    assert (run_dir / "pictures" / "train.png").is_file()
+
 
 def test_unknown_key_is_rejected_with_its_name(workspace, capsys):
     _, config = workspace

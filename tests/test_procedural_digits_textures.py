@@ -124,3 +124,13 @@ def test_gallery_writes_a_png(tmp_path):
     rows = gallery.gallery_rows(batch, zoom=2)
     assert list(rows) == ["image", "mask", "semantic"]
     assert rows["mask"].shape == (3, 3, 70, 70)
+
+
+def test_colored_mnist_image_size_scales_the_digits():
+    datamodule = ColoredMNISTDataModule(image_size=32, train_size=16)
+    assert datamodule.facts["image_size"] == 32
+    batch = default_collate(datamodule.make_dataset("train").__getitems__(list(range(16))))
+    assert batch["image"].shape[-2:] == (32, 32)
+    digit_area = (batch["mask"] > 0).float().mean()
+    full = default_collate(ColoredMNISTDataModule(train_size=16).make_dataset("train").__getitems__(list(range(16))))
+    assert abs(digit_area - (full["mask"] > 0).float().mean()) < 0.05  # same share of the canvas

@@ -21,3 +21,17 @@ def test_tables_show_mean_std_count_and_not_run(tmp_path, capsys):
     assert "| Tetrominoes | ARI | 99.8 ± 0.1 | 93.0 ± 4.2 (n=2) |" in text
     assert "| CLEVR6 | ARI | 90.7 ± 0.1 | not run |" in text
     assert "redo" not in text and text in capsys.readouterr().out
+
+
+def test_train_split_cells_fill_from_train_results_and_name_their_split(tmp_path, capsys):
+    write_run(tmp_path, "redo_cub", "a", {"test/fg_best_iou": 0.40})
+    write_run(tmp_path, "redo_cub", "a.train", {"train/fg_best_iou": 0.45})
+    main(["--results", str(tmp_path), "--method", "redo"])
+    text = (tmp_path / "TABLES.md").read_text()
+    assert "| CUB | train IoU | 0.423 ± 0.023 | 0.450 (n=1) |" in text
+    assert "| CUB | test IoU | 0.426 ± 0.025 | 0.400 (n=1) |" in text
+    capsys.readouterr()
+    main(["--splits", "redo_cub"])
+    assert capsys.readouterr().out.split() == ["test", "train"]
+    main(["--splits", "dti_sprites_clevr6"])
+    assert capsys.readouterr().out.split() == ["test"]

@@ -45,7 +45,8 @@ class DecompositionPictures(pl.Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
         if batch_idx == 0:
-            self.draw(trainer, pl_module, {k: v[: self.num_images] for k, v in batch.items()}, "test")
+            tag = getattr(pl_module, "evaluated_split", "test")  # "test", or "train" for Table 1
+            self.draw(trainer, pl_module, {k: v[: self.num_images] for k, v in batch.items()}, tag)
 
     @torch.no_grad()
     def draw(self, trainer, pl_module, batch: Optional[Dict[str, Tensor]], tag: str) -> None:
@@ -82,8 +83,8 @@ class DecompositionPictures(pl.Callback):
 
     @staticmethod
     def _log(trainer, tag: str, pictures: Dict[str, Tensor]) -> None:
-        # Test pictures carry no step: W&B drops entries whose step goes backwards.
-        step = None if tag == "test" else trainer.global_step
+        # Evaluation pictures carry no step: W&B drops entries whose step goes backwards.
+        step = trainer.global_step if tag.startswith("step") else None
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for name, picture in pictures.items():

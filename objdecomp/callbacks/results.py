@@ -1,6 +1,7 @@
 """Results files and end-of-run summaries.
 
-``objdecomp test`` writes ``$OBJDECOMP_RESULTS/<experiment>/<run>.json``: the test metrics,
+``objdecomp test`` writes ``$OBJDECOMP_RESULTS/<experiment>/<run>.json``: the test metrics
+(``<run>.train.json`` with ``--eval_split train``),
 the resolved config, git revision, global (optimizer) and batch steps of the evaluated
 checkpoint, hardware, seed and wall times. ``objdecomp/tables.py`` reads these files.
 """
@@ -39,17 +40,20 @@ class ResultsWriter(pl.Callback):
             f"checkpoint: {last or 'none'}")
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        metrics = _split_metrics(trainer, "test")
+        split = getattr(pl_module, "evaluated_split", "test")
+        metrics = _split_metrics(trainer, split)
         if trainer.is_global_zero:
-            self.path = self.write(trainer, metrics)
-        rank_zero_info(f"test done: {_format(metrics)} | results: {self.path}")
+            self.path = self.write(trainer, metrics, split)
+        rank_zero_info(f"test done ({split} split): {_format(metrics)} | results: {self.path}")
 
-    def write(self, trainer: pl.Trainer, metrics: Dict[str, float]) -> Path:
+    def write(self, trainer: pl.Trainer, metrics: Dict[str, float], split: str = "test") -> Path:
+        """``<run>.json`` for the test split, ``<run>.<split>.json`` for another split."""
         ckpt_path = trainer.ckpt_path
         steps = _checkpoint_steps(ckpt_path)
         record = {
             "experiment": self.run.experiment,
             "run": _run_name(ckpt_path) or self.run.name,
+            "split": split,
             "metrics": metrics,
             "checkpoint": str(ckpt_path) if ckpt_path else None,
             "global_step": steps.get("global_step", trainer.global_step),
@@ -64,7 +68,8 @@ class ResultsWriter(pl.Callback):
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": _plain(self.config),
         }
-        path = results_root() / self.run.experiment / f"{record['run']}.json"
+        suffix = "" if split == "test" else f".{split}"
+        path = results_root() / self.run.experiment / f"{record['run']}{suffix}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")  # write then rename: never a half-written file
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")

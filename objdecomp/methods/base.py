@@ -85,7 +85,13 @@ class DecompositionModule(pl.LightningModule, ABC):
         self._log_metrics("val", self.val_metrics)
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics("test", self.test_metrics)
+        self._log_metrics(self.evaluated_split, self.test_metrics)
+
+    @property
+    def evaluated_split(self) -> str:
+        """The split ``test`` runs on, which prefixes the test metrics (``test/…``, ``train/…``)."""
+        datamodule = self._trainer.datamodule if self._trainer is not None else None
+        return getattr(datamodule, "test_split", "test")
 
     def _evaluate(self, batch: Mapping[str, Tensor], metrics: nn.ModuleDict) -> Decomposition:
         check_batch(batch)

@@ -270,7 +270,7 @@ class DTISprites(DecompositionModule):
 
     def on_test_epoch_end(self) -> None:
         super().on_test_epoch_end()
-        self._log_ari_fg_dti("test", self.test_ari_fg_dti)
+        self._log_ari_fg_dti(self.evaluated_split, self.test_ari_fg_dti)
 
     def _update_ari_fg_dti(self, batch: Dict[str, Tensor], decomposition: Decomposition,
                            metric: MeanMetric) -> None:
