@@ -15,62 +15,12 @@ config value (``model.``, ``data.`` or ``trainer.``; values parsed as YAML).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import resource
 import time
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict, List
 
-import yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_config(exp: str, overrides: List[str]) -> Dict[str, Any]:
-    """Merge the base and experiment YAML (the experiment wins) and ``key=value`` overrides."""
-    config: Dict[str, Any] = {}
-    for path in (ROOT / "experiments/_base/default.yaml", ROOT / f"experiments/{exp}.yaml"):
-        merge(config, yaml.safe_load(path.read_text()) or {})
-    for item in overrides:
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        target = config.setdefault(section, {})
-        target = target.setdefault("init_args", {}) if section in ("model", "data") else target
-        target[name] = parse_value(value)
-    return config
-
-
-def parse_value(text: str) -> Any:
-    """YAML value, with ``1e-3`` read as a number (YAML 1.1 wants ``1.0e-3``)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-def merge(base: Dict[str, Any], update: Dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def instantiate(spec: Dict[str, Any], **extra: Any):
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **extra})
-
-
-def build(config: Dict[str, Any]):
-    """Datamodule, then the model with the datamodule's facts (the CLI's argument links)."""
-    datamodule = instantiate(config["data"])
-    model = instantiate(config["model"], **datamodule.facts)
-    return model, datamodule
+from learning import WallClockBudget, add_arguments, build, format_row, load_config, output_folder
 
 
 def evaluate(model, loader, facts: Dict[str, int]) -> Dict[str, float]:
@@ -106,51 +56,26 @@ def evaluate(model, loader, facts: Dict[str, int]) -> Dict[str, float]:
     return values
 
 
-def make_monitor(budget_s: float, eval_every_s: float, loader, facts, curve: List[Dict[str, float]]):
-    import pytorch_lightning as pl
+class ScoreCurve(WallClockBudget):
+    """The training budget, scoring the test split at each record into ``curve``."""
 
-    class BudgetAndCurve(pl.Callback):
-        """Stops after ``budget_s`` seconds of training and records test scores periodically."""
+    def __init__(self, budget_s: float, eval_every_s: float, loader, facts: Dict[str, int],
+                 curve: List[Dict[str, float]]):
+        super().__init__(budget_s, eval_every_s)
+        self.loader, self.facts, self.curve = loader, facts, curve
 
-        def __init__(self):
-            self.train_time, self.since_eval, self.last = 0.0, 0.0, None
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.last = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            spent = time.perf_counter() - self.last
-            self.train_time += spent
-            self.since_eval += spent
-            done = self.train_time >= budget_s
-            if self.since_eval >= eval_every_s or done:
-                self.since_eval = 0.0
-                self.record(trainer, pl_module, outputs)
-            if done:
-                trainer.should_stop = True
-
-        def record(self, trainer, pl_module, outputs):
-            loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
-            row = {"minutes": self.train_time / 60, "step": trainer.global_step,
-                   "epoch": trainer.current_epoch, "loss": loss, **evaluate(pl_module, loader, facts)}
-            curve.append(row)
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
-
-    return BudgetAndCurve()
+    def record(self, trainer, pl_module, outputs):
+        loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+        row = {"minutes": self.minutes, "step": trainer.global_step, "epoch": trainer.current_epoch,
+               "loss": loss, **evaluate(pl_module, self.loader, self.facts)}
+        self.curve.append(row)
+        print(format_row(row), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--exp", default="quick/dti_sprites_tetrominoes")
-    parser.add_argument("--minutes", type=float, default=30.0, help="training wall-clock budget")
-    parser.add_argument("--eval-every", type=float, default=120.0, help="seconds of training between evaluations")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="picture folder (default: $OBJDECOMP_RESULTS/bench/<exp>)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. model.lr=1e-3")
+    add_arguments(parser, exp="quick/dti_sprites_tetrominoes", minutes=30.0, eval_every=120.0, threads=2)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     import pytorch_lightning as pl
     import torch
@@ -166,7 +91,7 @@ def main() -> None:
     datamodule.setup("test")
     facts = datamodule.facts
     curve: List[Dict[str, float]] = []
-    monitor = make_monitor(args.minutes * 60, args.eval_every, datamodule.test_dataloader(), facts, curve)
+    monitor = ScoreCurve(args.minutes * 60, args.eval_every, datamodule.test_dataloader(), facts, curve)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[monitor],
                          max_epochs=config.get("trainer", {}).get("max_epochs", 1000),
@@ -174,10 +99,7 @@ def main() -> None:
                          use_distributed_sampler=False)
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)
-    from objdecomp.paths import results_root
-
-    out = Path(args.out) if args.out else results_root() / "bench" / args.exp
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args)
     (out / "curve.json").write_text(json.dumps({"exp": args.exp, "set": args.set, "curve": curve}, indent=1))
     model.eval()
     batch = next(iter(datamodule.test_dataloader()))

@@ -16,54 +16,16 @@ as ``<out>/grid_<minutes>.png``. ``--set model.gen_width=32`` overrides a config
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Dict, List
 
-import yaml
+from learning import (WallClockBudget, add_arguments, build, format_row, instantiate, load_config,
+                      output_folder)
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOWN_SINGLE = ("fg_best_iou", "fg_best_acc")  # ReDO's Table 1 scores (one object)
 SHOWN_MULTI = ("matched_miou", "ari_fg")  # colored-2-MNIST: background and two digits
-
-
-def load_config(exp: str, overrides: List[str]) -> Dict[str, Any]:
-    """Base + experiment YAML (the experiment wins), then ``section.key=value`` overrides."""
-    config: Dict[str, Any] = {}
-    for path in (ROOT / "experiments/_base/default.yaml", ROOT / f"experiments/{exp}.yaml"):
-        _merge(config, yaml.safe_load(path.read_text()) or {})
-    for item in overrides:
-        key, value = item.split("=", 1)
-        section, name = key.split(".", 1)
-        target = config.setdefault(section, {})
-        target = target.setdefault("init_args", {}) if section in ("model", "data") else target
-        parsed = yaml.safe_load(value)
-        target[name] = _number(parsed) if isinstance(parsed, str) else parsed
-    return config
-
-
-def _number(text: str):
-    """``1e-5`` is a string to YAML 1.1 (it wants ``1.0e-5``); read it as the number meant."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _merge(base: Dict[str, Any], update: Dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def instantiate(spec: Dict[str, Any], **extra: Any):
-    module, _, name = spec["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **extra})
 
 
 def evaluate(model, loader, facts: Dict[str, int]) -> Dict[str, float]:
@@ -100,39 +62,22 @@ def evaluate(model, loader, facts: Dict[str, int]) -> Dict[str, float]:
     return values
 
 
-def make_monitor(budget_s: float, eval_every_s: float, loader, facts, out: Path,
-                 curve: List[Dict[str, float]]):
-    import pytorch_lightning as pl
+class ScoreCurve(WallClockBudget):
+    """The training budget, scoring the validation split and drawing grids at each record."""
 
-    class BudgetAndCurve(pl.Callback):
-        """Stops after ``budget_s`` s of training; scores and draws every ``eval_every_s`` s."""
+    def __init__(self, budget_s: float, eval_every_s: float, loader, facts: Dict[str, int],
+                 out: Path, curve: List[Dict[str, float]]):
+        super().__init__(budget_s, eval_every_s, record_first=True)
+        self.loader, self.facts, self.out, self.curve = loader, facts, out, curve
 
-        def __init__(self):
-            self.train_time, self.since_eval, self.started = 0.0, 0.0, 0.0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            spent = time.perf_counter() - self.started
-            self.train_time, self.since_eval = self.train_time + spent, self.since_eval + spent
-            done = self.train_time >= budget_s
-            if self.since_eval >= eval_every_s or done or pl_module.batch_step == 0:
-                self.since_eval = 0.0
-                self.record(trainer, pl_module)
-            trainer.should_stop = trainer.should_stop or done
-
-        def record(self, trainer, pl_module):
-            row = {"minutes": round(self.train_time / 60, 2), "iterations": pl_module.batch_step + 1,
-                   **{k: float(v) for k, v in trainer.callback_metrics.items()
-                      if k in ("train/g_adv", "train/z_rec", "train/d")},
-                   **evaluate(pl_module, loader, facts)}
-            curve.append(row)
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in row.items()), flush=True)
-            draw(pl_module, loader, out / f"grid_{row['minutes']:06.2f}min.png")
-
-    return BudgetAndCurve()
+    def record(self, trainer, pl_module, outputs):
+        row = {"minutes": round(self.minutes, 2), "iterations": pl_module.batch_step + 1,
+               **{k: float(v) for k, v in trainer.callback_metrics.items()
+                  if k in ("train/g_adv", "train/z_rec", "train/d")},
+               **evaluate(pl_module, self.loader, self.facts)}
+        self.curve.append(row)
+        print(format_row(row), flush=True)
+        draw(pl_module, self.loader, self.out / f"grid_{row['minutes']:06.2f}min.png")
 
 
 def draw(model, loader, path: Path) -> None:
@@ -154,18 +99,10 @@ def draw(model, loader, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--exp", default="quick/redo_textured_shape")
-    parser.add_argument("--minutes", type=float, default=45.0, help="training wall-clock budget")
-    parser.add_argument("--eval-every", type=float, default=180.0,
-                        help="seconds of training between evaluations")
     # One thread by default: with two, every small op waits for both cores, and a single
     # busy core elsewhere slowed this 32x32 model 15-fold on the shared 2-core machine.
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", help="picture folder (default: $OBJDECOMP_RESULTS/bench/<exp>)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], help="override, e.g. model.mask_lr=1e-4")
+    add_arguments(parser, exp="quick/redo_textured_shape", minutes=45.0, eval_every=180.0, threads=1)
     args = parser.parse_args()
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     import pytorch_lightning as pl
     import torch
@@ -173,16 +110,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed)
     config = load_config(args.exp, args.set)
-    datamodule = instantiate(config["data"])
-    model = instantiate(config["model"], **datamodule.facts)
+    model, datamodule = build(config)
     datamodule.setup("fit")
-    from objdecomp.paths import results_root
-
-    out = Path(args.out) if args.out else results_root() / "bench" / args.exp
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args)
     curve: List[Dict[str, float]] = []
-    monitor = make_monitor(args.minutes * 60, args.eval_every, datamodule.val_dataloader(),
-                           datamodule.facts, out, curve)
+    monitor = ScoreCurve(args.minutes * 60, args.eval_every, datamodule.val_dataloader(),
+                         datamodule.facts, out, curve)
     callbacks = [instantiate(spec) for spec in config.get("trainer", {}).get("callbacks", [])]
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=-1, max_epochs=-1,
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
