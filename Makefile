@@ -61,7 +61,7 @@ eval:
 	      --ckpt_path="$$ckpt" --eval_split $$split $(ARGS) || status=1; \
 	  done; \
 	done; exit $$status
-	$(OBJDECOMP) tables
+	$(OBJDECOMP) tables $(if $(EXP),--experiment $(EXP))
 
 tables:
 	$(OBJDECOMP) tables

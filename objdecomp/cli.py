@@ -71,7 +71,8 @@ class ObjdecompCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         experiment = config.experiment or experiment_name_from_configs(config.get("config") or [])
-        self.run = RunInfo.create(experiment, seed=config.seed_everything)
+        self.run = RunInfo.create(experiment, seed=config.seed_everything,
+                                  ckpt_path=config.get("ckpt_path"))
         config.experiment = experiment
         if config.trainer.default_root_dir is None:
             config.trainer.default_root_dir = str(self.run.directory)

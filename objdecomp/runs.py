@@ -31,22 +31,30 @@ class RunInfo:
     seed: Optional[int]
     git_sha: str
     sweep_run_id: Optional[str] = None  # set by a W&B sweep agent: one folder per trial
+    folder: Optional[Path] = None  # an existing run's folder, when a checkpoint names it
 
     @classmethod
-    def create(cls, experiment: str, seed) -> "RunInfo":
+    def create(cls, experiment: str, seed, ckpt_path: Optional[str] = None) -> "RunInfo":
+        """A new run, or the run a checkpoint at ``<run>/checkpoints/<file>.ckpt`` belongs to,
+        so that testing or resuming it after a new commit writes into the same folder."""
         seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
         sweep_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
-        return cls(experiment, seed, git_revision(short=True), sweep_run)
+        checkpoint = Path(ckpt_path) if ckpt_path else None
+        folder = (checkpoint.parent.parent if checkpoint and checkpoint.is_file()
+                  and checkpoint.parent.name == "checkpoints" else None)
+        return cls(experiment, seed, git_revision(short=True), sweep_run, folder)
 
     @property
     def name(self) -> str:
+        if self.folder is not None:
+            return self.folder.name
         seed = "noseed" if self.seed is None else str(self.seed)
         name = f"{self.experiment.replace('/', '-')}-{seed}-{self.git_sha}"
         return f"{name}-{self.sweep_run_id}" if self.sweep_run_id else name
 
     @property
     def directory(self) -> Path:
-        return results_root() / self.experiment / self.name
+        return self.folder if self.folder is not None else results_root() / self.experiment / self.name
 
 
 def experiment_name_from_configs(config_paths: Sequence) -> str:

@@ -5,7 +5,7 @@ whose runs fill it, the metric key in the results files and the paper's number (
 from ../shared/TABLES.md). Our column is the mean ± std over the runs found, with their
 count, or "not run". Nothing is ever filled from the paper.
 
-    objdecomp tables [--results DIR] [--out FILE] [--method dti_sprites]
+    objdecomp tables [--results DIR] [--out FILE] [--method dti_sprites] [--experiment NAME]
     objdecomp tables --splits redo_cub     # the splits its cells need evaluated: "test train"
 """
 
@@ -85,6 +85,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--results", type=Path, default=None, help="results root (default $OBJDECOMP_RESULTS)")
     parser.add_argument("--out", type=Path, default=None, help="Markdown file (default <results>/TABLES.md)")
     parser.add_argument("--method", default=None, help="only this method's tables")
+    parser.add_argument("--experiment", default=None,
+                        help="print only this experiment's rows (the file still gets every table)")
     parser.add_argument("--splits", metavar="EXPERIMENT", default=None,
                         help="print the splits the experiment's cells need evaluated, and exit")
     args = parser.parse_args(argv)
@@ -97,5 +99,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     out = args.out or results / "TABLES.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
-    print(text)
+    if args.experiment:
+        rows = [line for line in text.splitlines() if f"`{args.experiment}`" in line]
+        print("\n".join(rows) if rows else f"no paper table cell reads {args.experiment}")
+    else:
+        print(text)
     print(f"\nwritten to {out}")

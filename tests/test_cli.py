@@ -10,6 +10,7 @@ import yaml
 from objdecomp.__main__ import main
 from objdecomp.cli import ObjdecompCLI
 from objdecomp.methods.base import NonFiniteLossError
+from objdecomp.runs import RunInfo
 
 TINY = {
     "model": {"class_path": "tests.tiny.TinyMethod"},
@@ -89,3 +90,15 @@ def test_nonfinite_loss_stops_with_step_and_term(workspace):
                 "--model.init_args.nan_at_step=2", "--trainer.logger=false")
     dumps = list((tmp / "results" / "nan").glob("*/checkpoints/nonfinite-step2.*"))
     assert sorted(p.suffix for p in dumps) == [".ckpt", ".pt"]
+
+
+def test_a_checkpoint_names_its_run_across_commits(tmp_path, monkeypatch):
+    """Testing (or resuming) after a new commit writes into the checkpoint's run folder."""
+    monkeypatch.setenv("OBJDECOMP_RESULTS", str(tmp_path))
+    checkpoint = tmp_path / "tiny" / "tiny-0-0123abc" / "checkpoints" / "last.ckpt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    run = RunInfo.create("tiny", 0, ckpt_path=str(checkpoint))
+    assert run.name == "tiny-0-0123abc" and run.directory == checkpoint.parent.parent
+    fresh = RunInfo.create("tiny", 0, ckpt_path="last")
+    assert fresh.directory == tmp_path / "tiny" / fresh.name and fresh.name != run.name

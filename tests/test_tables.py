@@ -35,3 +35,8 @@ def test_train_split_cells_fill_from_train_results_and_name_their_split(tmp_path
     assert capsys.readouterr().out.split() == ["test", "train"]
     main(["--splits", "dti_sprites_clevr6"])
     assert capsys.readouterr().out.split() == ["test"]
+    main(["--results", str(tmp_path), "--experiment", "redo_cub"])
+    shown = capsys.readouterr().out
+    assert "| CUB | train IoU |" in shown and "Flowers" not in shown
+    main(["--results", str(tmp_path), "--experiment", "quick/redo_cub"])
+    assert "no paper table cell reads quick/redo_cub" in capsys.readouterr().out

@@ -44,7 +44,8 @@ class ResultsWriter(pl.Callback):
         metrics = _split_metrics(trainer, split)
         if trainer.is_global_zero:
             self.path = self.write(trainer, metrics, split)
-        rank_zero_info(f"test done ({split} split): {_format(metrics)} | results: {self.path}")
+        rank_zero_info(f"test done ({split} split): {_format(metrics)}\n"
+                       f"  results:  {self.path}\n  pictures: {Path(trainer.default_root_dir) / 'pictures'}")
 
     def write(self, trainer: pl.Trainer, metrics: Dict[str, float], split: str = "test") -> Path:
         """``<run>.json`` for the test split, ``<run>.<split>.json`` for another split."""
@@ -52,7 +53,7 @@ class ResultsWriter(pl.Callback):
         steps = _checkpoint_steps(ckpt_path)
         record = {
             "experiment": self.run.experiment,
-            "run": _run_name(ckpt_path) or self.run.name,
+            "run": self.run.name,
             "split": split,
             "metrics": metrics,
             "checkpoint": str(ckpt_path) if ckpt_path else None,
@@ -85,14 +86,6 @@ def _split_metrics(trainer: pl.Trainer, split: str) -> Dict[str, float]:
 def _format(metrics: Dict[str, float]) -> str:
     shown = [f"{k}={v:.4f}" for k, v in metrics.items() if not math.isnan(v)][:8]
     return " ".join(shown) or "no metrics"
-
-
-def _run_name(ckpt_path: Optional[str]) -> Optional[str]:
-    """``<run>`` when the checkpoint lies at ``…/<run>/checkpoints/<file>.ckpt``."""
-    if not ckpt_path:
-        return None
-    path = Path(ckpt_path)
-    return path.parent.parent.name if path.parent.name == "checkpoints" else None
 
 
 def _checkpoint_steps(ckpt_path: Optional[str]) -> Dict[str, int]:
