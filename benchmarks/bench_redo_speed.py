@@ -83,14 +83,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--redraw", nargs="+", default=["one", "all"])
-    parser.add_argument("--precision", nargs="+", default=["32"],
-                        help="Lightning precisions, e.g. 32 bf16-mixed")
+    parser.add_argument("--precision", nargs="+",
+                        help="Lightning precisions, e.g. 32 bf16-mixed (default: 32, and "
+                             "bf16-mixed where the hardware has bf16)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 
     torch.set_num_threads(args.threads)
+    from bench_dti_speed import machine_line, native_bf16
+
+    print(machine_line(), flush=True)
+    args.precision = args.precision or (["32", "bf16-mixed"] if native_bf16() else ["32"])
     results = []
     for redraw in args.redraw:
         for precision in args.precision:

@@ -77,6 +77,22 @@ def test_self_attention_starts_as_identity_and_matches_naive_attention():
         assert torch.allclose(attention(x), naive, atol=1e-5)
 
 
+def test_self_attention_runs_on_the_fused_flash_kernel_forward_and_backward():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    torch.manual_seed(0)
+    attention = SelfAttention(16)
+    with torch.no_grad():
+        attention.gamma.fill_(0.5)
+    x = torch.randn(2, 16, 8, 8, requires_grad=True)
+    reference = attention(x)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):  # raises if the kernel cannot be used
+        fused = attention(x)
+        fused.sum().backward()
+    assert torch.allclose(fused, reference, atol=1e-5)
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_residual_blocks_change_resolution_and_use_the_side_input():
     torch.manual_seed(0)
     up = UpBlock(8, 4, cond_dim=3, side_channels=1)

@@ -54,6 +54,29 @@ def test_mask_network_gives_a_partition_of_unity(regions):
         assert torch.allclose(masks[:, 0], torch.sigmoid(logit), atol=1e-6)
 
 
+@pytest.mark.parametrize("downsampling", [1, 2])
+def test_mask_network_features_are_downsampled_as_asked(downsampling):
+    net = MaskNetwork(3, 2, width=8, num_res_blocks=1, downsampling=downsampling)
+    images = torch.rand(2, 3, 24, 24)
+    assert net.encoder(images).shape[-1] == 24 // 2 ** downsampling
+    assert net(images).shape == (2, 2, 24, 24)
+
+
+def test_mask_network_rejects_other_downsampling():
+    with pytest.raises(ValueError, match="downsamples once or twice"):
+        MaskNetwork(3, 2, width=8, downsampling=3)
+
+
+def test_channels_last_gives_the_same_decomposition():
+    torch.manual_seed(0)
+    default = ReDO(**TINY, channels_last=False).eval()
+    fast = ReDO(**TINY, channels_last=True).eval()
+    fast.load_state_dict(default.state_dict())
+    assert fast.nets.mask.encoder[1].weight.is_contiguous(memory_format=torch.channels_last)
+    images = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(fast.decompose(images).masks, default.decompose(images).masks, atol=1e-5)
+
+
 def test_redrawing_keeps_every_pixel_outside_the_redrawn_region():
     torch.manual_seed(0)
     nets = ReDONetworks(num_regions=2, **{k: v for k, v in TINY.items()})
@@ -147,6 +170,18 @@ def test_training_runs_under_bf16_autocast(redraw):
     trainer.fit(module, tiny_data())
     assert trainer.global_step == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, native):
+    import warnings
+
+    monkeypatch.setattr("objdecomp.methods.base.cpu_has_native_bf16", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tiny_trainer(max_steps=1, precision="bf16-mixed").fit(tiny_module(), tiny_data())
+    emulated = [w for w in caught if "is emulated" in str(w.message)]
+    assert len(emulated) == (0 if native else 1)
 
 
 def test_collapse_restart_is_bounded_logged_and_reinitialises(caplog):

@@ -17,11 +17,12 @@ from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import pytorch_lightning as pl
-from pytorch_lightning.utilities import rank_zero_info
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 import torch
 from torch import Tensor, nn
 
 from objdecomp.metrics import build_metrics
+from objdecomp.runs import cpu_has_native_bf16
 from objdecomp.types import Decomposition, check_batch
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,13 @@ class DecompositionModule(pl.LightningModule, ABC):
             self.log_dict(values, sync_dist=False)
 
     # --- training helpers ------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if (str(self.trainer.precision).startswith("bf16") and self.device.type == "cpu"
+                and not cpu_has_native_bf16()):
+            rank_zero_warn(f"bf16 on this CPU ({torch.backends.cpu.get_cpu_capability()}, no "
+                           "native bf16 instructions) is emulated and several times slower "
+                           "than float32: use trainer.precision=32 here")
+
     def on_train_start(self) -> None:
         if self.trainer.ckpt_path:
             rank_zero_info(f"resumed from {self.trainer.ckpt_path} at global step {self.global_step} "

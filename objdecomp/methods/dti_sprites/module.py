@@ -202,6 +202,7 @@ class DTISprites(DecompositionModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         if self.hparams.background_init is None and self.global_step == 0 and self.net.num_backgrounds:
             self._init_backgrounds_from_data()
 

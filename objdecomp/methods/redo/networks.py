@@ -69,27 +69,35 @@ class MaskNetwork(nn.Module):
         width: feature channels at 1/4 resolution (``nfM`` in the code, 64).
         num_res_blocks: residual blocks at 1/4 resolution (3 in the code).
         temperature: softmax temperature (1 in the code).
+        downsampling: stride-2 convolutions in the encoder, each matched by a ×2 step in the
+            decoder (2 in the code; 1 keeps twice finer features for small images).
     """
 
     POOL_SIZES = (1, 2, 3, 6)
 
     def __init__(self, channels: int = 3, num_regions: int = 2, width: int = 64,
-                 num_res_blocks: int = 3, temperature: float = 1.0):
+                 num_res_blocks: int = 3, temperature: float = 1.0, downsampling: int = 2):
         super().__init__()
+        if downsampling not in (1, 2):
+            raise ValueError(f"F's encoder downsamples once or twice (the code), got {downsampling}")
         self.num_regions, self.temperature = num_regions, temperature
+        stem = width // 2 ** downsampling
+        down: List[nn.Module] = []
+        for step in range(downsampling):  # width/4 -> width/2 -> width in the code
+            down += _conv_in_relu(stem * 2 ** step, stem * 2 ** (step + 1), 3, stride=2)
         self.encoder = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(channels, width // 4, 7, bias=False),
-            nn.InstanceNorm2d(width // 4, affine=True), nn.ReLU(),
-            *_conv_in_relu(width // 4, width // 2, 3, stride=2),
-            *_conv_in_relu(width // 2, width, 3, stride=2),
+            nn.ReflectionPad2d(3), nn.Conv2d(channels, stem, 7, bias=False),
+            nn.InstanceNorm2d(stem, affine=True), nn.ReLU(), *down,
             *[_ResidualIN(width) for _ in range(num_res_blocks)])
         self.pyramid = nn.ModuleList(nn.Conv2d(width, 1, 1) for _ in self.POOL_SIZES)
         wide = width + len(self.POOL_SIZES)
+        up: List[nn.Module] = []
+        for step in range(downsampling):  # wide -> wide/2 -> wide/4 in the code
+            up += [nn.Upsample(scale_factor=2, mode="nearest"),
+                   *_conv_in_relu(wide // 2 ** step, wide // 2 ** (step + 1), 3)]
         logits = 1 if num_regions == 2 else num_regions
-        self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"), *_conv_in_relu(wide, wide // 2, 3),
-            nn.Upsample(scale_factor=2, mode="nearest"), *_conv_in_relu(wide // 2, wide // 4, 3),
-            nn.ReflectionPad2d(3), nn.Conv2d(wide // 4, logits, 7))
+        self.decoder = nn.Sequential(*up, nn.ReflectionPad2d(3),
+                                     nn.Conv2d(wide // 2 ** downsampling, logits, 7))
 
     def logits(self, images: Tensor) -> Tensor:
         """Region logits ``[B, n, H, W]`` (before the temperature)."""
@@ -178,12 +186,13 @@ class ReDONetworks(nn.Module):
 
     def __init__(self, image_size: int = 128, channels: int = 3, num_regions: int = 2,
                  z_dim: int = 32, mask_width: int = 64, mask_res_blocks: int = 3,
-                 temperature: float = 1.0, gen_width: int = 32, disc_width: int = 64,
-                 z_net_width: int = 64, gen_attention: bool = True, disc_attention: bool = True,
-                 cond_norm: str = "batch", init_gain: float = 0.8):
+                 temperature: float = 1.0, mask_downsampling: int = 2, gen_width: int = 32,
+                 disc_width: int = 64, z_net_width: int = 64, gen_attention: bool = True,
+                 disc_attention: bool = True, cond_norm: str = "batch", init_gain: float = 0.8):
         super().__init__()
         self.num_regions, self.z_dim = num_regions, z_dim
-        self.mask = MaskNetwork(channels, num_regions, mask_width, mask_res_blocks, temperature)
+        self.mask = MaskNetwork(channels, num_regions, mask_width, mask_res_blocks, temperature,
+                                mask_downsampling)
         self.generators = nn.ModuleList(
             RegionGenerator(image_size, channels, z_dim, gen_width, gen_attention, cond_norm)
             for _ in range(num_regions))

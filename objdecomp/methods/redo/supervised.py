@@ -47,13 +47,15 @@ class ReDOSupervised(DecompositionModule):
         subset_seed: seed of the choice of the N images.
         min_epoch_items: the N images are cycled to at least this many items per epoch.
         lr, weight_decay: Adam's learning rate and L2 weight decay (our choice).
-        mask_width, mask_res_blocks: F's width and residual blocks (as in ReDO).
+        mask_width, mask_res_blocks, mask_downsampling: F's width, residual blocks and
+            stride-2 steps (as in ReDO).
         init_gain: orthogonal initialisation gain (as in ReDO).
     """
 
     def __init__(self, num_labelled: int = 100, label_split: str = "train", subset_seed: int = 0,
                  min_epoch_items: int = 1000, lr: float = 1e-4, weight_decay: float = 1e-4,
-                 mask_width: int = 64, mask_res_blocks: int = 3, init_gain: float = 0.8,
+                 mask_width: int = 64, mask_res_blocks: int = 3, mask_downsampling: int = 2,
+                 init_gain: float = 0.8,
                  image_size: int = 128, channels: int = 3, max_objects: int = 1,
                  num_classes: int = 0, num_background: int = 1,
                  init_checkpoint: Optional[str] = None):
@@ -64,7 +66,8 @@ class ReDOSupervised(DecompositionModule):
         self.save_hyperparameters()
         self.num_labelled, self.label_split, self.subset_seed = num_labelled, label_split, subset_seed
         self.min_epoch_items, self.lr, self.weight_decay = min_epoch_items, lr, weight_decay
-        self.mask = orthogonal_init_(MaskNetwork(channels, 2, mask_width, mask_res_blocks), init_gain)
+        self.mask = orthogonal_init_(MaskNetwork(channels, 2, mask_width, mask_res_blocks,
+                                                   downsampling=mask_downsampling), init_gain)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
