@@ -95,27 +95,6 @@ def run_one(name: str, steps: int, precision: str, threads: int) -> dict:
             "peak_mib": peak, "peak_kind": "GPU allocated" if device == "cuda" else "RSS"}
 
 
-def native_bf16() -> bool:
-    """bf16 runs in hardware: on the GPU, or on a CPU with AVX-512 BF16 / AMX."""
-    import torch
-
-    from objdecomp.runs import cpu_has_native_bf16
-    return torch.cuda.is_available() or cpu_has_native_bf16()
-
-
-def machine_line() -> str:
-    """The CPU's vector capability and bf16 support: timings differ several-fold across them."""
-    import platform
-
-    import torch
-
-    from objdecomp.runs import cpu_has_native_bf16
-    return (f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, CPU "
-            f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
-            f"{'yes' if cpu_has_native_bf16() else 'no (bf16 is emulated, slow)'}"
-            + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""))
-
-
 def sync(device: str) -> None:
     if device == "cuda":
         import torch
@@ -134,6 +113,8 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one, args.steps, args.precision[0], args.threads)))
         return
+    from machine import machine_line, native_bf16
+
     print(machine_line(), flush=True)
     args.precision = args.precision or (["fp32", "bf16"] if native_bf16() else ["fp32"])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

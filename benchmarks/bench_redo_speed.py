@@ -92,7 +92,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from bench_dti_speed import machine_line, native_bf16
+    from machine import machine_line, native_bf16
 
     print(machine_line(), flush=True)
     args.precision = args.precision or (["32", "bf16-mixed"] if native_bf16() else ["32"])

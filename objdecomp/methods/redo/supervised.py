@@ -55,8 +55,7 @@ class ReDOSupervised(DecompositionModule):
     def __init__(self, num_labelled: int = 100, label_split: str = "train", subset_seed: int = 0,
                  min_epoch_items: int = 1000, lr: float = 1e-4, weight_decay: float = 1e-4,
                  mask_width: int = 64, mask_res_blocks: int = 3, mask_downsampling: int = 2,
-                 init_gain: float = 0.8,
-                 image_size: int = 128, channels: int = 3, max_objects: int = 1,
+                 init_gain: float = 0.8, image_size: int = 128, channels: int = 3, max_objects: int = 1,
                  num_classes: int = 0, num_background: int = 1,
                  init_checkpoint: Optional[str] = None):
         super().__init__(image_size, channels, max_objects, num_classes, num_background,
