@@ -73,7 +73,7 @@ class ScoreCurve(WallClockBudget):
     def record(self, trainer, pl_module, outputs):
         row = {"minutes": round(self.minutes, 2), "iterations": pl_module.batch_step + 1,
                **{k: float(v) for k, v in trainer.callback_metrics.items()
-                  if k in ("train/g_adv", "train/z_rec", "train/d")},
+                  if k in ("train/g_adv", "train/z_rec", "train/d", "train/ce")},
                **evaluate(pl_module, self.loader, self.facts)}
         self.curve.append(row)
         print(format_row(row), flush=True)
@@ -81,7 +81,8 @@ class ScoreCurve(WallClockBudget):
 
 
 def draw(model, loader, path: Path) -> None:
-    """Fig. 2 grid and the suite's decomposition grid of the first validation images."""
+    """Fig. 2 grid (ReDO; not the supervised F) and the decomposition grid of the first
+    validation images."""
     import torch
     from torchvision.utils import save_image
 
@@ -91,7 +92,8 @@ def draw(model, loader, path: Path) -> None:
     batch = {k: v[:5] for k, v in next(iter(loader)).items()}
     model.eval()
     with torch.no_grad():
-        save_image(redrawing_figure(model.nets, batch, model.num_background), path)
+        if hasattr(model, "nets"):  # the generators that redraw regions
+            save_image(redrawing_figure(model.nets, batch, model.num_background), path)
         rows = decomposition_rows(batch["image"], model.decompose(batch["image"]), batch)
         save_rows(rows, path.with_name(path.stem + "_decomposition.png"))
     model.train()

@@ -163,6 +163,25 @@ def test_one_iteration_updates_exactly_the_right_parameters(monkeypatch):
     assert d_step == expected_d
 
 
+def test_extra_discriminator_steps_and_learning_rate(monkeypatch):
+    """discriminator_steps=2: each batch is one G step then two D steps, at D's own rate."""
+    module = tiny_module(discriminator_steps=2, discriminator_lr=4e-4)
+    calls = []
+    step_on = module.optimizer_step_on
+
+    def recording(optimizer, loss, **kwargs):
+        calls.append(optimizer.optimizer.param_groups[0]["lr"])
+        return step_on(optimizer, loss, **kwargs)
+
+    monkeypatch.setattr(module, "optimizer_step_on", recording)
+    trainer = tiny_trainer(max_steps=6)
+    trainer.fit(module, tiny_data())
+    assert calls == [1e-5, 4e-4, 4e-4] * 2  # F's group first in the G optimizer
+    assert module.batch_step == 2
+    with pytest.raises(ValueError, match="discriminator_steps"):
+        tiny_module(discriminator_steps=0)
+
+
 @pytest.mark.parametrize("redraw", ["one", "all"])
 def test_training_runs_under_bf16_autocast(redraw):
     module = tiny_module(redraw=redraw)

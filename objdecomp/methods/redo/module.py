@@ -41,6 +41,10 @@ class ReDO(DecompositionModule):
         mask_lr: learning rate of F (1e-5, §4).
         mask_weight_decay: L2 weight decay of F (1e-4 in the code; the paper is silent).
         betas: Adam betas ((0, 0.9), §4).
+        discriminator_lr: Adam learning rate of D (default: ``lr``, as in §4; SAGAN's
+            two-timescale rule would be 4x ``lr``).
+        discriminator_steps: D updates per G/F/δ update (1 in Algorithm 1 and the code), each
+            on freshly redrawn images of the same batch.
         mask_width, mask_res_blocks, temperature: F's width at 1/4 resolution, residual
             blocks, softmax temperature (64, 3, 1 in the code).
         mask_downsampling: stride-2 steps in F's encoder (2 in the code; see MaskNetwork).
@@ -56,7 +60,8 @@ class ReDO(DecompositionModule):
 
     def __init__(self, num_regions: int = 2, z_dim: int = 32, lambda_z: float = 5.0,
                  lr: float = 1e-4, mask_lr: float = 1e-5, mask_weight_decay: float = 1e-4,
-                 betas: Tuple[float, float] = (0.0, 0.9), mask_width: int = 64,
+                 betas: Tuple[float, float] = (0.0, 0.9), discriminator_lr: Optional[float] = None,
+                 discriminator_steps: int = 1, mask_width: int = 64,
                  mask_res_blocks: int = 3, temperature: float = 1.0, mask_downsampling: int = 2,
                  gen_width: int = 32, disc_width: int = 64, z_net_width: int = 64,
                  gen_attention: bool = True, disc_attention: bool = True,
@@ -68,12 +73,16 @@ class ReDO(DecompositionModule):
                          init_checkpoint)
         if redraw not in ("one", "all"):
             raise ValueError(f"redraw must be 'one' (Algorithm 1) or 'all' (the code), got {redraw!r}")
+        if discriminator_steps < 1:
+            raise ValueError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # alternating G/D updates (Algorithm 1)
         self.num_regions, self.z_dim, self.lambda_z, self.redraw_mode = (
             num_regions, z_dim, lambda_z, redraw)
         self.lr, self.mask_lr, self.mask_weight_decay, self.betas = (
             lr, mask_lr, mask_weight_decay, tuple(float(b) for b in betas))
+        self.discriminator_lr = lr if discriminator_lr is None else discriminator_lr
+        self.discriminator_steps = discriminator_steps
         self._network_args = dict(
             image_size=image_size, channels=channels, num_regions=num_regions, z_dim=z_dim,
             mask_width=mask_width, mask_res_blocks=mask_res_blocks, temperature=temperature,
@@ -118,8 +127,8 @@ class ReDO(DecompositionModule):
             {"params": nets.generators.parameters(), "lr": self.lr},
             {"params": nets.z_net.parameters(), "lr": self.lr},
         ], betas=self.betas)  # Adam is per-parameter: one optimizer with groups = three Adams
-        discriminator_step = torch.optim.Adam(nets.discriminator.parameters(), lr=self.lr,
-                                              betas=self.betas)
+        discriminator_step = torch.optim.Adam(nets.discriminator.parameters(),
+                                              lr=self.discriminator_lr, betas=self.betas)
         return [generator_step, discriminator_step]
 
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
@@ -133,8 +142,9 @@ class ReDO(DecompositionModule):
             return adversarial + self.lambda_z * z_error
 
         terms["g"] = self.optimizer_step_on(generator_opt, generator_loss)
-        terms["d"] = self.optimizer_step_on(discriminator_opt,
-                                            lambda: self._discriminator_loss(images))
+        for _ in range(self.discriminator_steps):
+            terms["d"] = self.optimizer_step_on(discriminator_opt,
+                                                lambda: self._discriminator_loss(images))
         self.log_losses(terms)
 
     def _network_input(self, images: Tensor) -> Tensor:
