@@ -78,44 +78,44 @@ def run_one(name: str, steps: int, precision: str, threads: int) -> dict:
 
     import objdecomp.methods.dti_sprites.module as dti_module
     dti_module.greedy_selection = timed_selection
-    times = []
-    for step in range(steps + 2):  # two warm-up steps
-        sync(device)
-        start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model.training_step({"image": images}, step)
+    def autocast():  # as training with bf16-mixed
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+    def train_step():
+        with autocast():
+            loss = model.training_step({"image": images}, 0)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    encoder_times = time_encoder(model, images, precision, steps)
+
+    encoder_input = (images.contiguous(memory_format=torch.channels_last)
+                     if model.hparams.channels_last else images)  # the layout training uses
+
+    def encoder_pass():
+        with autocast():
+            features = model.net.encoder(encoder_input)
+        features.float().square().mean().backward()
+
+    times = seconds(train_step, steps, device)
+    encoder_times = seconds(encoder_pass, steps, device)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"config": name, "device": device, "precision": precision, "threads": threads,
-            "s_per_step": statistics.median(times[2:]),
+            "s_per_step": statistics.median(times),
             "selection_s": statistics.median(selection_time[2:]) if selection_time else 0.0,
             "encoder_s": statistics.median(encoder_times),
             "peak_mib": peak, "peak_kind": "GPU allocated" if device == "cuda" else "RSS"}
 
 
-def time_encoder(model, images, precision: str, steps: int) -> list:
-    """Seconds of the encoder's forward and backward alone, in the memory layout training uses."""
-    import torch
-
-    device = images.device.type
-    if model.hparams.channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
+def seconds(body, steps: int, device: str) -> list:
+    """Wall-clock seconds of ``steps`` calls of ``body`` after two warm-up calls."""
     times = []
     for _ in range(steps + 2):
         sync(device)
         start = time.perf_counter()
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            features = model.net.encoder(images)
-        features.float().square().mean().backward()
+        body()
         sync(device)
         times.append(time.perf_counter() - start)
-    model.zero_grad(set_to_none=True)
     return times[2:]
 
 
