@@ -8,11 +8,14 @@ transformation module of the curriculum switched on and the sprites unfrozen (th
 expensive phase), then trained on random batches of 32 images: forward (encoder, heads, all
 candidates rendered, greedy selection, selected layers rendered again, composite), backward and
 an Adam step. Prints the median time per step, the part spent in the selection, the encoder's
-forward and backward alone on the same batch (the step's floor: the paper prescribes the
-architecture), peak RSS, and the authors' code measured on this machine type
-(../shared/notes/dti_sprites.md). On a GPU it
-times CUDA steps instead (synchronised). ``bf16`` runs the encoder under bf16 autocast (the
-rendering, selection and compositing stay in float32, as in training with ``bf16-mixed``).
+forward and backward alone on the same batch (the paper prescribes the architecture), its
+FLOPs (``enc GF``, counted by torch's FlopCounterMode) and the time they take at this
+device's measured fp32 matmul rate (``floor``, for fp32 rows: that arithmetic cannot go
+faster here short of doing fewer multiplications, e.g. Winograd convolutions), peak RSS,
+and the authors' code measured on this machine type (../shared/notes/dti_sprites.md). On a
+GPU it times CUDA steps instead (synchronised). ``bf16`` runs the encoder under bf16
+autocast (the rendering, selection and compositing stay in float32, as in training with
+``bf16-mixed``).
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ def run_one(name: str, steps: int, precision: str, threads: int) -> dict:
     import resource
 
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
+    from machine import matmul_gflops
     from objdecomp.methods.dti_sprites.selection import greedy_selection
 
     torch.set_num_threads(threads)
@@ -98,12 +103,16 @@ def run_one(name: str, steps: int, precision: str, threads: int) -> dict:
 
     times = seconds(train_step, steps, device)
     encoder_times = seconds(encoder_pass, steps, device)
+    with FlopCounterMode(display=False) as encoder_flops:
+        encoder_pass()
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"config": name, "device": device, "precision": precision, "threads": threads,
             "s_per_step": statistics.median(times),
             "selection_s": statistics.median(selection_time[2:]) if selection_time else 0.0,
             "encoder_s": statistics.median(encoder_times),
+            "encoder_gflop": encoder_flops.get_total_flops() / 1e9,
+            "matmul_gflops": matmul_gflops(device),
             "peak_mib": peak, "peak_kind": "GPU allocated" if device == "cuda" else "RSS"}
 
 
@@ -142,8 +151,8 @@ def main() -> None:
     print(machine_line(), flush=True)
     args.precision = args.precision or (["fp32", "bf16"] if native_bf16() else ["fp32"])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    print(f"{'config':<16}{'precision':<10}{'s/step':>8}{'select':>8}{'encoder':>9}{'peak MiB':>10}"
-          f"{'authors':>9}{'ratio':>7}{'target':>8}")
+    print(f"{'config':<16}{'precision':<10}{'s/step':>8}{'select':>8}{'encoder':>9}{'enc GF':>8}"
+          f"{'floor':>7}{'peak MiB':>10}{'authors':>9}{'ratio':>7}{'target':>8}")
     for name in args.configs:
         for precision in args.precision:
             out = subprocess.run([sys.executable, __file__, "--one", name, "--precision", precision,
@@ -152,10 +161,12 @@ def main() -> None:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             authors = AUTHORS_S_PER_STEP[name]
             ratio = row["s_per_step"] / authors
+            floor = row["encoder_gflop"] / row["matmul_gflops"]
             print(f"{name:<16}{precision:<10}{row['s_per_step']:>8.3f}{row['selection_s']:>8.3f}"
-                  f"{row['encoder_s']:>9.3f}{row['peak_mib']:>10.0f}{authors:>9.2f}{ratio:>7.2f}"
-                  f"{TARGET_FRACTION[name]:>8.2f}"
-                  f"  ({row['device']}, {row['threads']} threads, peak {row['peak_kind']})", flush=True)
+                  f"{row['encoder_s']:>9.3f}{row['encoder_gflop']:>8.1f}{floor:>7.3f}"
+                  f"{row['peak_mib']:>10.0f}{authors:>9.2f}{ratio:>7.2f}{TARGET_FRACTION[name]:>8.2f}"
+                  f"  ({row['device']}, {row['threads']} threads, peak {row['peak_kind']}, "
+                  f"matmul {row['matmul_gflops']:.0f} GFLOP/s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,13 @@ The model is ``ReDO()`` with its defaults, which are the paper's Flowers configu
 (128x128, n = 2, z of 32, F nfM = 64, G_k nfX = 32, D and δ nf = 64, self-attention in G_k
 and D); the batch is 25 images (§4). Each iteration runs through Lightning exactly as in
 training (manual optimisation, the base module's toggling recipe); data loading is not
-timed. For every mode (``--redraw one``: Algorithm 1; ``all``: the authors' code, every
-region redrawn, D fed n·B fakes) and precision it prints the median time per iteration and
-of its G and D steps, after ``--warmup`` untimed iterations. The reference on this machine
+timed. It also counts the FLOPs of the first warm-up iteration (torch's FlopCounterMode:
+convolutions and matmuls) and the time they take at this device's measured fp32 matmul
+rate (``floor_s``: the step's arithmetic cannot go faster here short of doing fewer
+multiplications, e.g. Winograd convolutions). For every mode (``--redraw one``: Algorithm
+1; ``all``: the authors' code, every region redrawn, D fed n·B fakes) and precision it
+prints the median time per iteration and of its G and D steps, after ``--warmup`` untimed
+iterations. The reference on this machine
 type is the authors' code: median 37.3 s per iteration on 2 CPU threads (21.9 s G step,
 15.4 s D step; ../shared/notes/redo.md).
 """
@@ -30,8 +34,10 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
     """Median seconds per iteration and per step for one mode and precision."""
     import pytorch_lightning as pl
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from datamodules.textured_shape import TexturedShapeDataModule
+    from machine import matmul_gflops
     from objdecomp.methods.redo import ReDO
 
     torch.manual_seed(0)
@@ -53,14 +59,22 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
 
     model.optimizer_step_on = timed_step
 
+    flops = FlopCounterMode(display=False)
+
     class IterationTimer(pl.Callback):
+        """Times every iteration; counts the FLOPs of the first (a warm-up, untimed)."""
+
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                flops.__enter__()
             sync()
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             sync()
             iterations.append(time.perf_counter() - self.start)
+            if batch_idx == 0:
+                flops.__exit__(None, None, None)
 
     trainer = pl.Trainer(accelerator=args.device, devices=1, precision=precision,
                          max_steps=2 * (args.iterations + args.warmup), logger=False,
@@ -69,7 +83,11 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
                          use_distributed_sampler=False, callbacks=[IterationTimer()])
     trainer.fit(model, data)
     skip = args.warmup
-    return {"iteration_s": statistics.median(iterations[skip:]),
+    tflop = flops.get_total_flops() / 1e12
+    peak = matmul_gflops(args.device)
+    return {"tflop_per_iteration": round(tflop, 3), "matmul_gflops": round(peak),
+            "floor_s": round(tflop * 1e3 / peak, 1),
+            "iteration_s": statistics.median(iterations[skip:]),
             "g_step_s": statistics.median(steps[2 * skip :: 2]),
             "d_step_s": statistics.median(steps[2 * skip + 1 :: 2]),
             "iterations": len(iterations) - skip}
@@ -79,7 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations per mode")
-    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="untimed iterations (at least 1: the first is FLOP-counted)")
     parser.add_argument("--batch-size", type=int, default=25)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--redraw", nargs="+", default=["one", "all"])
@@ -88,6 +107,8 @@ def main() -> None:
                              "bf16-mixed where the hardware has bf16)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1 (the first iteration is FLOP-counted, untimed)")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     import torch
 

@@ -18,3 +18,25 @@ def machine_line() -> str:
     gpus = f", GPU {', '.join(info['gpus'])}" if info.get("gpus") else ""
     return (f"# {info['platform']}, torch {info['torch']}, CPU capability "
             f"{info['cpu_capability']}, native bf16 {bf16}{gpus}")
+
+
+def matmul_gflops(device: str = "cpu", size: int = 2048, rounds: int = 5) -> float:
+    """Best measured fp32 GFLOP/s of a large square matmul on the current threads, over
+    ``rounds`` rounds of three: the practical ceiling of this device (the best round, since a
+    shared host only ever slows it down), against which a step's FLOPs give its time floor."""
+    import time
+
+    import torch
+
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    a @ b
+    best = float("inf")
+    for _ in range(rounds):
+        sync()
+        start = time.perf_counter()
+        for _ in range(3):
+            a @ b
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * 3 / best / 1e9
