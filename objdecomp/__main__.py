@@ -19,15 +19,15 @@ TOOLS = {  # subcommand -> module whose main(argv) runs it
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
-        importlib.import_module(TOOLS[argv[0]]).main(argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in TOOLS:
+        importlib.import_module(TOOLS[args[0]]).main(args[1:])
         return
-    if not argv or argv[0] in ("-h", "--help"):
+    if not args or args[0] in ("-h", "--help"):
         print(f"tools: objdecomp {{{','.join(TOOLS)}}} --help\n")
     from objdecomp.cli import ObjdecompCLI
 
-    ObjdecompCLI(args=argv)
+    ObjdecompCLI(args=argv)  # None: it reads sys.argv itself (given both, Lightning warns)
 
 
 if __name__ == "__main__":

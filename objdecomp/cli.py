@@ -11,6 +11,7 @@ rerunning the same command with ``--ckpt_path=last`` resumes the same run.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, List, Literal, Optional
 
 import yaml
@@ -24,6 +25,9 @@ from objdecomp.methods.base import DecompositionModule
 from objdecomp.runs import RunInfo, experiment_name_from_configs, make_logger
 
 FACTS = ("image_size", "channels", "max_objects", "num_classes", "num_background")
+
+# Lightning 2.6's own pytree helper still builds torch's deprecated LeafSpec; nothing to act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
 
 
 class SaveConfigToLogger(SaveConfigCallback):
@@ -69,6 +73,8 @@ class ObjdecompCLI(LightningCLI):
         })
 
     def before_instantiate_classes(self) -> None:
+        if self.subcommand != "fit":  # evaluating: the Timer of a max_time run is not needed
+            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")
         config = self.config[self.subcommand]
         experiment = config.experiment or experiment_name_from_configs(config.get("config") or [])
         self.run = RunInfo.create(experiment, seed=config.seed_everything,

@@ -2,6 +2,7 @@
 PNG grid -> W&B offline run folder; config errors; the non-finite guard."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,16 @@ def test_print_config_shows_resolved_config(workspace, capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["trainer"]["use_distributed_sampler"] is False
     assert printed["model"]["class_path"] == "tests.tiny.TinyMethod"
+
+
+def test_console_command_reads_argv_without_lightning_warning(workspace, monkeypatch, capsys):
+    _, config = workspace
+    monkeypatch.setattr("sys.argv", ["objdecomp", "fit", "--config", str(config), "--print_config"])
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit):
+        warnings.simplefilter("always")
+        main()  # as the console script calls it
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["class_path"] == "tests.tiny.TinyMethod"
+    assert not [w for w in caught if "args parameter" in str(w.message)]
 
 
 def test_nonfinite_loss_stops_with_step_and_term(workspace):
