@@ -139,6 +139,29 @@ def test_training_reaches_every_parameter():
     assert all(n in ("net.sprites.appearance", "net.sprites.masks", "net.backgrounds") for n in missing), missing
 
 
+def test_bf16_autocast_runs_the_encoder_in_bf16_and_rendering_in_float32():
+    """What ``precision: bf16-mixed`` does to a step (the GPU path; emulated on this CPU)."""
+    model = DTISprites(image_size=16, channels=3, max_objects=2, num_classes=3, num_backgrounds=1,
+                       sprite_size=8, layer_transforms="col-pos", encoder="resnet8", encoder_pool=1)
+    model.train()
+    model.frozen.fill_(False)
+    with torch.no_grad():  # identity-initialised (zero) heads would pass the encoder no gradient
+        for sequence in model.net.sequences:
+            for p in sequence.parameters():
+                p.normal_(0, 1e-2)
+    images = torch.rand(4, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = model.net.encoder(images)
+        recon = model(images)[0]
+        loss = model.training_step({"image": images}, 0)
+    assert features.dtype == torch.bfloat16
+    assert recon.dtype == loss.dtype == torch.float32
+    loss.backward()
+    grads = [p.grad for p in model.net.encoder.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
 def test_reassignment_copies_the_most_used_sprite():
     model = DTISprites(image_size=16, channels=3, max_objects=2, num_classes=5, sprite_size=8,
                        layer_transforms="col-pos", sprite_transforms="sim", encoder="resnet8")
