@@ -9,13 +9,13 @@ and D); the batch is 25 images (§4). Each iteration runs through Lightning exac
 training (manual optimisation, the base module's toggling recipe); data loading is not
 timed. It also counts the FLOPs of the first warm-up iteration (torch's FlopCounterMode:
 convolutions and matmuls) and the time they take at this device's measured fp32 matmul
-rate (``floor_s``: the step's arithmetic cannot go faster here short of doing fewer
-multiplications, e.g. Winograd convolutions). For every mode (``--redraw one``: Algorithm
-1; ``all``: the authors' code, every region redrawn, D fed n·B fakes) and precision it
-prints the median time per iteration and of its G and D steps, after ``--warmup`` untimed
-iterations. The reference on this machine
-type is the authors' code: median 37.3 s per iteration on 2 CPU threads (21.9 s G step,
-15.4 s D step; ../shared/notes/redo.md).
+rate (``floor_s``, for fp32 runs: the step's arithmetic cannot go faster here short of
+doing fewer multiplications, e.g. Winograd convolutions). For every mode (``--redraw
+one``: Algorithm 1; ``all``: the authors' code, every region redrawn, D fed n·B fakes) and
+precision it prints the median time per iteration and of its G and D steps, after
+``--warmup`` untimed iterations. The reference on this machine type is the authors' code:
+median 37.3 s per iteration on 2 CPU threads (21.9 s G step, 15.4 s D step;
+../shared/notes/redo.md).
 """
 
 from __future__ import annotations
