@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import machine_line, matmul_gflops, native_bf16, sync
+
 ROOT = Path(__file__).resolve().parents[1]
 AUTHORS_S_PER_STEP = {"tetrominoes": 0.29, "multi_dsprites": 0.93, "clevr6": 18.2}  # 2 threads, notes
 TARGET_FRACTION = {"tetrominoes": 0.5, "multi_dsprites": 0.5, "clevr6": 0.25}  # the targets
@@ -60,7 +62,6 @@ def run_one(name: str, steps: int, precision: str, threads: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from machine import matmul_gflops
     from objdecomp.methods.dti_sprites.selection import greedy_selection
 
     torch.set_num_threads(threads)
@@ -128,12 +129,6 @@ def seconds(body, steps: int, device: str) -> list:
     return times[2:]
 
 
-def sync(device: str) -> None:
-    if device == "cuda":
-        import torch
-        torch.cuda.synchronize()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", nargs="+", default=list(AUTHORS_S_PER_STEP))
@@ -146,8 +141,6 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(args.one, args.steps, args.precision[0], args.threads)))
         return
-    from machine import machine_line, native_bf16
-
     print(machine_line(), flush=True)
     args.precision = args.precision or (["fp32", "bf16"] if native_bf16() else ["fp32"])
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

@@ -37,7 +37,7 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
     from torch.utils.flop_counter import FlopCounterMode
 
     from datamodules.textured_shape import TexturedShapeDataModule
-    from machine import matmul_gflops
+    from machine import matmul_gflops, sync
     from objdecomp.methods.redo import ReDO
 
     torch.manual_seed(0)
@@ -46,14 +46,13 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
     model = ReDO(redraw=redraw, image_size=128)
     steps: List[float] = []
     iterations: List[float] = []
-    sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     step_on = model.optimizer_step_on
 
     def timed_step(optimizer, loss, **kwargs):
-        sync()
+        sync(args.device)
         start = time.perf_counter()
         value = step_on(optimizer, loss, **kwargs)
-        sync()
+        sync(args.device)
         steps.append(time.perf_counter() - start)
         return value
 
@@ -67,11 +66,11 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == 0:
                 flops.__enter__()
-            sync()
+            sync(args.device)
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            sync()
+            sync(args.device)
             iterations.append(time.perf_counter() - self.start)
             if batch_idx == 0:
                 flops.__exit__(None, None, None)

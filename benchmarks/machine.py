@@ -29,14 +29,21 @@ def matmul_gflops(device: str = "cpu", size: int = 2048, rounds: int = 5) -> flo
     import torch
 
     a, b = (torch.randn(size, size, device=device) for _ in range(2))
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     a @ b
     best = float("inf")
     for _ in range(rounds):
-        sync()
+        sync(device)
         start = time.perf_counter()
         for _ in range(3):
             a @ b
-        sync()
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 * 3 / best / 1e9
+
+
+def sync(device: str) -> None:
+    """Wait for the device's queued work, so that wall-clock time measures it (CUDA is async)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
