@@ -33,8 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
+from datamodules.paths import DatasetNotFoundError, data_root
 from datamodules.real_data import dti_subset
-from objdecomp.paths import DatasetNotFoundError, data_root
 
 CACHE_VERSION = 1
 

@@ -26,9 +26,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
+from datamodules.paths import DatasetNotFoundError
 from datamodules.real_data import (ImageItems, Sample, default_root, dti_subset, fit, image_tensor,
                                    list_images, open_image)
-from objdecomp.paths import DatasetNotFoundError
 
 LAYOUTS = ("GTSRB/Final_Training/Images", "Final_Training/Images", "GTSRB/Training", "Training",
            "GTSRB/train", "train")

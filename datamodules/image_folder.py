@@ -17,8 +17,8 @@ from typing import List, Optional
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
+from datamodules.paths import DatasetNotFoundError
 from datamodules.real_data import ImageItems, Sample, default_root, dti_subset, list_images, require
-from objdecomp.paths import DatasetNotFoundError
 
 
 class ImageFolderDataModule(ObjectDataModule):

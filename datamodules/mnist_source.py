@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from objdecomp.paths import data_root
+from datamodules.paths import data_root
 
 log = logging.getLogger(__name__)
 

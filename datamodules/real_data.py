@@ -1,7 +1,7 @@
 """Shared pieces of the real-image datamodules: where a dataset lives, reading and resizing images.
 
 Every real datamodule takes ``root: Optional[str] = None`` (default ``<data root>/<folder>``)
-and raises :class:`objdecomp.paths.DatasetNotFoundError` naming the missing path and the
+and raises :class:`datamodules.paths.DatasetNotFoundError` naming the missing path and the
 ``objdecomp data <name>`` command; an unreadable file raises :class:`CorruptFileError` naming it.
 
 Two geometries cover the papers: ``crop`` (short side to ``size`` then a centre crop, as
@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from objdecomp.paths import DatasetNotFoundError, data_root
+from datamodules.paths import DatasetNotFoundError, data_root
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 RESAMPLE = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,

@@ -21,9 +21,9 @@ from typing import List, Optional
 from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
+from datamodules.paths import DatasetNotFoundError
 from datamodules.real_data import (ImageItems, Sample, binary_mask, default_root, list_images,
                                    open_image)
-from objdecomp.paths import DatasetNotFoundError
 
 LAYOUTS = (("images", "masks"), ("rgb", "figure_ground"), ("horse", "mask"))
 

@@ -1,4 +1,7 @@
-"""Where data and results live: ``OBJDECOMP_DATA`` and ``OBJDECOMP_RESULTS``."""
+"""Where the experiments and the results live (``OBJDECOMP_RESULTS``).
+
+The data root and the missing-dataset error belong to the data layer: datamodules/paths.py.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +12,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = REPO_ROOT / "experiments"
 
 
-def data_root() -> Path:
-    """Root of the on-disk datasets (``$OBJDECOMP_DATA``, default ``./data``)."""
-    return Path(os.environ.get("OBJDECOMP_DATA", "data")).expanduser()
-
-
 def results_root() -> Path:
     """Root of results JSON files, checkpoints and pictures (``$OBJDECOMP_RESULTS``, default ``./results``)."""
     return Path(os.environ.get("OBJDECOMP_RESULTS", "results")).expanduser()
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A real dataset is missing; the message says where it was looked for and how to get it."""
-
-    def __init__(self, name: str, searched: Path, detail: str = ""):
-        self.name, self.searched = name, Path(searched)
-        why = f" ({detail})" if detail else ""
-        super().__init__(
-            f"dataset '{name}' not found at {self.searched.resolve()}{why}.\n"
-            f"  Get it with:  objdecomp data {name}   (or: make data DATASET={name})\n"
-            f"  The data root is $OBJDECOMP_DATA (now: {data_root().resolve()})."
-        )

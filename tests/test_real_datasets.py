@@ -9,9 +9,9 @@ import torch
 from datamodules.deepmind import (CLEVR6DataModule, DeepMindMultiDSpritesDataModule,
                                   DeepMindTetrominoesDataModule, ObjectsRoomDataModule)
 from datamodules.deepmind_prepare import prepare
+from datamodules.paths import DatasetNotFoundError
 from datamodules.real_data import dti_subset
 from datamodules.tfrecord import TFRecordError
-from objdecomp.paths import DatasetNotFoundError
 from objdecomp.types import check_batch
 from tests.fixtures import deepmind as dm_fixtures
 
