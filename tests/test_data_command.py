@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import http.server
@@ -18,8 +17,10 @@ from datamodules.deepmind import DeepMindTetrominoesDataModule
 from datamodules.registry import registry
 from datamodules.svhn import SVHNDataModule
 from datamodules.weizmann_horse import WeizmannHorseDataModule
+from datamodules import catalog, download
+from datamodules.catalog import RECIPES
+from datamodules.download import Combination, PrepareOptions, Recipe, Resource
 from objdecomp import data
-from objdecomp.data_catalog import RECIPES, Resource
 from tests.fixtures import deepmind as dm_fixtures
 from tests.fixtures import images as img_fixtures
 
@@ -59,40 +60,41 @@ def server():
 
 
 def test_fetch_checks_size_server_md5_and_html(server, tmp_path):
-    digests = data.fetch(f"{server}/goog-ok", tmp_path / "file.bin", log=lambda _: None)
+    digests = download.fetch(f"{server}/goog-ok", tmp_path / "file.bin", log=lambda _: None)
     assert (tmp_path / "file.bin").read_bytes() == PAYLOAD
     assert digests == {"md5": hashlib.md5(PAYLOAD).hexdigest(), "sha256": hashlib.sha256(PAYLOAD).hexdigest()}
-    with pytest.raises(data.DownloadError, match="x-goog-hash"):
-        data.fetch(f"{server}/goog-bad", tmp_path / "bad.bin", log=lambda _: None)
+    with pytest.raises(download.DownloadError, match="x-goog-hash"):
+        download.fetch(f"{server}/goog-bad", tmp_path / "bad.bin", log=lambda _: None)
     assert not (tmp_path / "bad.bin").exists()
-    with pytest.raises(data.DownloadError, match="web page"):
-        data.fetch(f"{server}/html", tmp_path / "page.zip", log=lambda _: None)
-    with pytest.raises(data.DownloadError, match="404"):
-        data.fetch(f"{server}/missing", tmp_path / "gone.bin", log=lambda _: None)
+    with pytest.raises(download.DownloadError, match="web page"):
+        download.fetch(f"{server}/html", tmp_path / "page.zip", log=lambda _: None)
+    with pytest.raises(download.DownloadError, match="404"):
+        download.fetch(f"{server}/missing", tmp_path / "gone.bin", log=lambda _: None)
 
 
 def test_published_checksum_is_enforced(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(PAYLOAD)
     good = Resource("u", "f.bin", md5=hashlib.md5(PAYLOAD).hexdigest(), checksum_from="a test")
-    data.verify(path, good, data.file_digests(path), log=lambda _: None)
+    download.verify(path, good, download.file_digests(path), log=lambda _: None)
     bad = Resource("u", "f.bin", sha256="0" * 64, checksum_from="a test")
-    with pytest.raises(data.DownloadError, match=r"a test.*--no-checksum"):
-        data.verify(path, bad, data.file_digests(path), log=lambda _: None)
+    with pytest.raises(download.DownloadError, match=r"a test.*--no-checksum"):
+        download.verify(path, bad, download.file_digests(path), log=lambda _: None)
     warnings = []
-    data.verify(path, bad, data.file_digests(path), strict=False, log=warnings.append)
+    download.verify(path, bad, download.file_digests(path), strict=False, log=warnings.append)
     assert "warning" in warnings[0]
 
 
 def test_unpublished_checksum_is_recorded_then_checked(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(PAYLOAD)
-    data.verify(path, Resource("u", "f.bin"), data.file_digests(path), log=lambda _: None)
+    download.verify(path, Resource("u", "f.bin"), download.file_digests(path), log=lambda _: None)
     assert (tmp_path / "SHA256SUMS").read_text() == f"{hashlib.sha256(PAYLOAD).hexdigest()}  f.bin\n"
-    data.verify(path, Resource("u", "f.bin"), data.file_digests(path), log=lambda _: None)  # unchanged: fine
+    # unchanged: fine
+    download.verify(path, Resource("u", "f.bin"), download.file_digests(path), log=lambda _: None)
     path.write_bytes(PAYLOAD[:-1])
-    with pytest.raises(data.DownloadError, match="recorded"):
-        data.verify(path, Resource("u", "f.bin"), data.file_digests(path), log=lambda _: None)
+    with pytest.raises(download.DownloadError, match="recorded"):
+        download.verify(path, Resource("u", "f.bin"), download.file_digests(path), log=lambda _: None)
 
 
 def test_extract_tar_and_refuse_unsafe_zip(tmp_path):
@@ -101,13 +103,13 @@ def test_extract_tar_and_refuse_unsafe_zip(tmp_path):
         info = tarfile.TarInfo("top/file.txt")
         info.size = 5
         tar.addfile(info, io.BytesIO(b"hello"))
-    data.extract(archive, tmp_path / "out", log=lambda _: None)
+    download.extract(archive, tmp_path / "out", log=lambda _: None)
     assert (tmp_path / "out/top/file.txt").read_text() == "hello"
     unsafe = tmp_path / "evil.zip"
     with zipfile.ZipFile(unsafe, "w") as zipped:
         zipped.writestr("../escape.txt", "x")
-    with pytest.raises(data.DownloadError, match="unsafe"):
-        data.extract(unsafe, tmp_path / "out2", log=lambda _: None)
+    with pytest.raises(download.DownloadError, match="unsafe"):
+        download.extract(unsafe, tmp_path / "out2", log=lambda _: None)
 
 
 def test_every_recipe_has_a_datamodule_and_list_shows_it(capsys):
@@ -118,6 +120,32 @@ def test_every_recipe_has_a_datamodule_and_list_shows_it(capsys):
     assert all(name in listed for name in RECIPES)
     with pytest.raises(SystemExit, match="unknown dataset"):
         data.main(["no_such_set"])
+    with pytest.raises(SystemExit, match="unknown source 'nowhere'; choose from official"):
+        data.main(["flowers", "--source", "nowhere"])
+
+
+def test_command_line_options_reach_the_data_layer():
+    args = data.parser().parse_args(["clevr6", "--source", "ocl", "--root", "r", "--from", "f.hdf5",
+                                     "--limit", "7", "--no-verify", "--no-checksum"])
+    assert data.options_from(args) == PrepareOptions(
+        source="ocl", root="r", local_copy="f.hdf5", limit=7, verify_records=False, strict_checksums=False)
+    assert data.options_from(data.parser().parse_args(["clevr6"])) == PrepareOptions()
+
+
+def test_flowers_lfw_prepares_each_part_in_its_own_folder(tmp_path, monkeypatch):
+    prepared = []
+    part = Recipe(lambda options: [], lambda root, options, log: prepared.append((root, options)), "a part")
+    monkeypatch.setitem(RECIPES, "flowers", {"official": part})
+    monkeypatch.setitem(RECIPES, "lfw", {"official": part})
+    assert isinstance(RECIPES["flowers_lfw"]["official"], Combination)
+    options = PrepareOptions(root=str(tmp_path), limit=3)
+    assert catalog.prepare("flowers_lfw", options, log=lambda _: None) == tmp_path
+    assert [root for root, _ in prepared] == [tmp_path / "flowers", tmp_path / "lfw"]
+    assert all(o.limit == 3 and o.source is None for _, o in prepared)  # each part's default source
+    prepared.clear()
+    monkeypatch.setenv("OBJDECOMP_DATA", str(tmp_path / "data_root"))
+    catalog.prepare("flowers_lfw", PrepareOptions(), log=lambda _: None)  # where the datamodule looks
+    assert [root for root, _ in prepared] == [tmp_path / "data_root" / "flowers", tmp_path / "data_root" / "lfw"]
 
 
 def test_prepare_multi_object_from_a_local_tfrecord(tmp_path):
@@ -159,6 +187,5 @@ def test_weizmann_zip_is_extracted_and_hoisted(tmp_path):
 def test_redo_split_sizes_are_checked_against_the_paper(tmp_path):
     img_fixtures.write_flowers(tmp_path / "flowers", {"trnid": [1], "valid": [2], "tstid": [3]})
     recipe = RECIPES["flowers"]["official"]
-    args = argparse.Namespace(input=None, no_checksum=False)
     with pytest.raises(RuntimeError, match="differ from the paper"):
-        recipe.finish(tmp_path / "flowers", args, lambda _: None)
+        recipe.finish(tmp_path / "flowers", PrepareOptions(), lambda _: None)

@@ -2,16 +2,22 @@
 
 ``RECIPES[name][source]``: the first source of a dataset is its default. Every URL is the one the
 dataset's authors (or the paper's authors, for their own copies and split lists) publish; the
-checksum policy is in objdecomp/data.py.
+checksum policy is in datamodules/download.py. :func:`prepare` obtains and arranges one dataset.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from datamodules.download import (Combination, Log, PrepareOptions, Recipe, Resource, log_to_stderr,
+                                  obtain)
+from datamodules.paths import data_root
+
+# The finish steps import the datamodules when they run: listing the catalogue
+# (``objdecomp data --list``) then does not load Lightning (2 s of the command's 4).
 
 GCS = "https://storage.googleapis.com/multi-object-datasets/"  # DeepMind multi_object_datasets README
 OCL = "https://data-download.compute.dtu.dk/multi_object_datasets/"  # object-centric-library download_data.py
@@ -23,56 +29,24 @@ OCL_SUMS = "published in object-centric-library check_data.py"
 THIRD_PARTY = "pinned and checked by public third-party loaders; not published by the authors"
 
 
-@dataclass(frozen=True)
-class Resource:
-    """One file to fetch: stored at ``<root>/<folder>/<filename>``, unpacked into ``<root>/<extract_to>``."""
-
-    url: str
-    filename: str
-    md5: Optional[str] = None
-    sha256: Optional[str] = None
-    checksum_from: str = ""
-    folder: str = "downloads"
-    extract_to: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to get one dataset from one source.
-
-    Attributes:
-        resources: the files, given the command-line arguments (the Multi-dSprites file
-            depends on ``--variant``).
-        finish: arranges or converts the downloads into the datamodule's layout.
-        note: one line for ``--list``.
-        direct_input: ``--from`` names the source itself (a file or folder) instead of a
-            folder of already-downloaded files.
-    """
-
-    resources: Callable[[argparse.Namespace], Sequence[Resource]]
-    finish: Callable[[Path, argparse.Namespace, Callable[[str], None]], None]
-    note: str
-    direct_input: bool = field(default=False)
-
-
-def _multi_object(name: str, source: str, input_name: Callable[[argparse.Namespace], str]):
+def _multi_object(name: str, source: str, input_name: Callable[[PrepareOptions], str]):
     """Finish step: convert the source into the datamodule's prepared cache."""
 
-    def finish(root: Path, args: argparse.Namespace, log) -> None:
-        from datamodules.deepmind_prepare import prepare
+    def finish(root: Path, options: PrepareOptions, log: Log) -> None:
+        from datamodules.deepmind_prepare import prepare as convert
         from datamodules.registry import get
 
-        kwargs = {"variant": args.variant} if name == "deepmind_multi_dsprites" else {}
+        kwargs = {"variant": options.variant} if name == "deepmind_multi_dsprites" else {}
         module = get(name)(root=str(root), source=source, **kwargs)
-        path = Path(args.input) if args.input else root / "downloads" / input_name(args)
+        path = Path(options.local_copy) if options.local_copy else root / "downloads" / input_name(options)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found")
-        prepare(module.spec_key, source, path, module.cache_dir, args.limit, not args.no_verify, log)
+        convert(module.spec_key, source, path, module.cache_dir, options.limit, options.verify_records, log)
 
     return finish
 
 
-def _deepmind_recipes(name: str, tfrecord: Callable[[argparse.Namespace], str],
+def _deepmind_recipes(name: str, tfrecord: Callable[[PrepareOptions], str],
                       ocl: Optional[str] = None) -> Dict[str, Recipe]:
     """The official TFRecords, then the object-centric-library copy and DTI's PNGs where they exist."""
     recipes = {"deepmind": Recipe(
@@ -108,20 +82,20 @@ def _hoist(folder: Path, root: Path) -> None:
         folder.rmdir()
 
 
-def _report(name: str, counts: Dict[str, int], expected: Dict[str, int], log) -> None:
+def _report(name: str, counts: Dict[str, int], expected: Dict[str, int], log: Log) -> None:
     for split, count in counts.items():
         paper = expected.get(split)
         log(f"  {name} {split}: {count} images" + (f" (paper: {paper})" if paper else ""))
 
 
-def _finish_gtsrb(root: Path, args, log) -> None:
-    from datamodules.gtsrb import GTSRB8DataModule
+def _finish_gtsrb(root: Path, options: PrepareOptions, log: Log) -> None:
+    from datamodules.registry import get
 
-    _report("gtsrb8", {"all": len(GTSRB8DataModule(root=str(root)).samples())}, {"all": 10_650}, log)
+    _report("gtsrb8", {"all": len(get("gtsrb8")(root=str(root)).samples())}, {"all": 10_650}, log)
 
 
 def _finish_redo(name: str, hoist: Optional[str] = None, expected: Optional[Dict[str, int]] = None):
-    def finish(root: Path, args, log) -> None:
+    def finish(root: Path, options: PrepareOptions, log: Log) -> None:
         from datamodules.registry import get
 
         if hoist:
@@ -136,15 +110,7 @@ def _finish_redo(name: str, hoist: Optional[str] = None, expected: Optional[Dict
     return finish
 
 
-def _finish_flowers_lfw(root: Path, args, log) -> None:
-    from objdecomp.data import run
-
-    for part in ("flowers", "lfw"):
-        run(part, argparse.Namespace(**{**vars(args), "source": None,
-                                        "root": str(Path(args.root) / part) if args.root else None}), log)
-
-
-def _nothing(root: Path, args, log) -> None:
+def _nothing(root: Path, options: PrepareOptions, log: Log) -> None:
     """Nothing to arrange: the files are where the datamodule reads them."""
 
 
@@ -175,7 +141,7 @@ LFW_SPLITS = {"train": "e41d9e010d1e14926d423dba957ec917348912b8/datasplits/lfw-
               "test": "a9edfac03aff5249c05b3c6f415c956efc6416bd/datasplits/LFW/test.txt"}
 
 
-def _flowers(args) -> List[Resource]:
+def _flowers(options: PrepareOptions) -> List[Resource]:
     return [Resource(FLOWERS + "102flowers.tgz", "102flowers.tgz", md5="52808999861908f626f3c1f4e79d11fa",
                      checksum_from=TORCHVISION, extract_to="."),
             Resource(FLOWERS + "102segmentations.tgz", "102segmentations.tgz",
@@ -186,14 +152,14 @@ def _flowers(args) -> List[Resource]:
                      checksum_from=TORCHVISION, folder=".")]
 
 
-def _cub(args) -> List[Resource]:
+def _cub(options: PrepareOptions) -> List[Resource]:
     return [Resource(CUB, "CUB_200_2011.tgz", md5="97eceeb196236b17998738112f37df78",
                      checksum_from=THIRD_PARTY, extract_to="."),
             Resource(CUB_SEGMENTATIONS, "segmentations.tgz", extract_to="."),
             Resource(REDO + CUB_SPLIT, "train_val_test_split.txt", folder=".")]
 
 
-def _lfw(args) -> List[Resource]:
+def _lfw(options: PrepareOptions) -> List[Resource]:
     return [Resource(LFW + "lfw-funneled.tgz", "lfw-funneled.tgz", md5="1b42dfed7d15c9b2dd63d5e5840c86ad",
                      checksum_from=TORCHVISION, extract_to="."),
             Resource(LFW + "part_labels/parts_lfw_funneled_gt_images.tgz", "parts_lfw_funneled_gt_images.tgz",
@@ -201,12 +167,12 @@ def _lfw(args) -> List[Resource]:
             Resource(REDO + path, f"{split}.txt", folder=".") for split, path in LFW_SPLITS.items()]
 
 
-def _svhn(args) -> List[Resource]:
+def _svhn(options: PrepareOptions) -> List[Resource]:
     return [Resource(f"http://ufldl.stanford.edu/housenumbers/{split}_32x32.mat", f"{split}_32x32.mat",
                      md5=md5, checksum_from=TORCHVISION, folder=".") for split, md5 in SVHN_MD5.items()]
 
 
-RECIPES: Dict[str, Dict[str, Recipe]] = {
+RECIPES: Dict[str, Dict[str, Union[Recipe, Combination]]] = {
     "clevr6": _deepmind_recipes(
         "clevr6", lambda a: "clevr_with_masks/clevr_with_masks_train.tfrecords", "clevr_10-full.hdf5"),
     "deepmind_multi_dsprites": _deepmind_recipes(
@@ -223,7 +189,7 @@ RECIPES: Dict[str, Dict[str, Recipe]] = {
     "svhn": {"official": Recipe(_svhn, _nothing,
                                 "cropped digits train/test/extra .mat (ufldl.stanford.edu)")},
     "weizmann_horse": {"dti": Recipe(
-        lambda a: [_drive("weizmann_horse")], lambda root, args, log: _hoist(root / "weizmann_horse", root),
+        lambda a: [_drive("weizmann_horse")], lambda root, options, log: _hoist(root / "weizmann_horse", root),
         "DTI-Sprites authors' images/ + masks/ copy (Google Drive; the original site is gone)")},
     "image_folder": {tag: Recipe(lambda a, t=tag: [_drive(t)], _nothing,
                                  f"Instagram #{tag} collection of DTI-Sprites (Google Drive)")
@@ -237,6 +203,45 @@ RECIPES: Dict[str, Dict[str, Recipe]] = {
     "lfw": {"official": Recipe(_lfw, _finish_redo("lfw", expected={"val": 1327, "test": 1600}),
                                "LFW funneled + part labels (vis-www.cs.umass.edu, often offline: "
                                "use --from), ReDO's split lists (GitHub)")},
-    "flowers_lfw": {"official": Recipe(lambda a: [], _finish_flowers_lfw,
-                                       "runs `flowers` and `lfw` (the datamodule reads both folders)")},
+    "flowers_lfw": {"official": Combination(("flowers", "lfw"),
+                                            "runs `flowers` and `lfw` (the datamodule reads both folders)")},
 }
+
+
+def choose(name: str, source: Optional[str] = None) -> Tuple[str, Union[Recipe, Combination]]:
+    """The source (default: the first listed) and recipe of dataset ``name``.
+
+    Raises:
+        ValueError: an unknown dataset or source, naming where the choices are.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown dataset {name!r}; `objdecomp data --list` shows them")
+    sources = RECIPES[name]
+    source = source or next(iter(sources))
+    if source not in sources:
+        raise ValueError(f"{name}: unknown source {source!r}; choose from {', '.join(sources)}")
+    return source, sources[source]
+
+
+def prepare(name: str, options: PrepareOptions = PrepareOptions(), log: Log = log_to_stderr) -> Path:
+    """Obtain and arrange dataset ``name`` for its datamodule; returns the folder it is in.
+
+    Raises:
+        ValueError: an unknown dataset or source.
+        DownloadError: a failed download or a checksum mismatch.
+    """
+    source, recipe = choose(name, options.source)
+    if isinstance(recipe, Combination):  # each part in its own folder, under ``root`` if given
+        root = Path(options.root).expanduser() if options.root else data_root()
+        log(f"{name} ({source}) -> {', '.join(str(root / part) for part in recipe.parts)}")
+        for part in recipe.parts:
+            part_root = str(root / part) if options.root else None
+            prepare(part, dataclasses.replace(options, source=None, root=part_root), log)
+    else:
+        root = Path(options.root).expanduser() if options.root else data_root() / name
+        log(f"{name} ({source}) -> {root}")
+        if not (recipe.direct_input and options.local_copy):
+            obtain(recipe, options, root, log)
+        recipe.finish(root, options, log)
+    log(f"{name}: ready in {root}")
+    return root
