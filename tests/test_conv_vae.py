@@ -160,6 +160,7 @@ def test_importance_bound_never_exceeds_the_elbo_and_tightens_with_more_samples(
     torch.testing.assert_close(scores["neg_elbo"].mean(), one_sample.mean(), atol=1.0, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # no trainer here
 def test_one_training_step_keeps_every_parameter_finite_and_follows_beta():
     torch.manual_seed(0)
     model = tiny_vae(beta=Linear(0.0, 1.0, duration=100))
@@ -180,3 +181,26 @@ def test_one_training_step_keeps_every_parameter_finite_and_follows_beta():
 def test_image_size_must_allow_the_three_halvings():
     with pytest.raises(ValueError, match="multiple of 8"):
         ConvVAE(image_size=20)
+
+
+def test_fit_and_test_log_both_bounds_with_k_samples_only_at_test():
+    import pytorch_lightning as pl
+
+    from tests.tiny import TinySquaresDataModule
+
+    pl.seed_everything(0)
+    data = TinySquaresDataModule(image_size=16, train_size=16, val_size=8, test_size=8)
+    model = ConvVAE(image_size=16, channels=3, width=8, latent_channels=2, importance_samples=16,
+                    beta=Linear(0.0, 1.0, duration=4))
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, use_distributed_sampler=False,
+                         num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    logged = trainer.callback_metrics
+    assert logged["schedule/beta"] == pytest.approx(0.25)  # the second step's β
+    assert torch.isfinite(logged["train/loss"])
+    assert logged["val/nll_bound"] == logged["val/neg_elbo"]  # K = 1 while validating
+    trainer.test(model, datamodule=data)
+    logged = trainer.callback_metrics
+    assert 0 < logged["test/nll_bound"] < logged["test/neg_elbo"]
