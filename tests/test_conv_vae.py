@@ -183,7 +183,7 @@ def test_image_size_must_allow_the_three_halvings():
         ConvVAE(image_size=20)
 
 
-def test_fit_and_test_log_both_bounds_with_k_samples_only_at_test():
+def test_fit_and_test_log_both_bounds_with_k_samples_only_at_test(tmp_path):
     import pytorch_lightning as pl
 
     from tests.tiny import TinySquaresDataModule
@@ -193,7 +193,7 @@ def test_fit_and_test_log_both_bounds_with_k_samples_only_at_test():
     model = ConvVAE(image_size=16, channels=3, width=8, latent_channels=2, importance_samples=16,
                     beta=Linear(0.0, 1.0, duration=4))
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=1, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
+                         default_root_dir=tmp_path, enable_progress_bar=False,
                          enable_model_summary=False, use_distributed_sampler=False,
                          num_sanity_val_steps=0)
     trainer.fit(model, datamodule=data)
@@ -204,3 +204,8 @@ def test_fit_and_test_log_both_bounds_with_k_samples_only_at_test():
     trainer.test(model, datamodule=data)
     logged = trainer.callback_metrics
     assert 0 < logged["test/nll_bound"] < logged["test/neg_elbo"]
+    # The β schedule stays out of the checkpoint, which therefore loads with weights_only.
+    restored = ConvVAE.load_from_checkpoint(trainer.checkpoint_callback.best_model_path,
+                                            weights_only=True).eval()
+    images = next(iter(data.test_dataloader()))["image"]
+    torch.testing.assert_close(restored.decompose(images).recon, model.eval().decompose(images).recon)

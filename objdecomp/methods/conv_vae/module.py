@@ -64,7 +64,9 @@ class ConvVAE(DecompositionModule):
                          init_checkpoint)
         if image_size % DOWNSAMPLING:
             raise ValueError(f"image_size must be a multiple of {DOWNSAMPLING}, got {image_size}")
-        self.save_hyperparameters()
+        # β stays out of the checkpoint: a schedule object there would need unpickling code
+        # (no weights_only loading); training and resuming read it from the run's config.
+        self.save_hyperparameters(ignore=["beta"])
         self.beta = beta
         self.encoder = Encoder(channels, width, latent_channels)
         self.decoder = Decoder(channels, width, latent_channels)
