@@ -5,7 +5,7 @@
 For LFW, CUB and Flowers (the paper's panels, left to right) it reads every results file of
 ``redo_supervised_<dataset>`` (including per-N experiment names such as
 ``redo_supervised_flowers/n50``) and of ``redo_<dataset>``, as ``objdecomp test`` writes
-them. N comes from each file's resolved config (``model.init_args.num_labelled``). Top row:
+them. N comes from each file's resolved config (``data.init_args.labelled_subset``). Top row:
 test accuracy, bottom row: test IoU (best region permutation, ``test/fg_best_*``), against N
 on a log axis; the supervised curve joins the mean over runs at each N, the unsupervised
 ReDO result is a dashed line (mean over runs). Runs are counted in each panel's title.
@@ -47,7 +47,7 @@ def supervised_curve(records: List[dict], key: str) -> List[Tuple[int, float, in
     """``(N, mean score, runs)`` sorted by N."""
     by_n: Dict[int, List[float]] = defaultdict(list)
     for record in records:
-        n = record["config"].get("model", {}).get("init_args", {}).get("num_labelled")
+        n = record["config"].get("data", {}).get("init_args", {}).get("labelled_subset")
         if n is not None and key in record["metrics"]:
             by_n[int(n)].append(float(record["metrics"][key]))
     return [(n, mean(v), len(v)) for n, v in sorted(by_n.items())]

@@ -2,7 +2,9 @@
 
 A subclass states its dataset facts and implements :meth:`ObjectDataModule.make_dataset`;
 the base class owns splits, sampling, sharding across DDP ranks and loader settings, so
-every benchmark shuffles, shards and evaluates the same way.
+every benchmark shuffles, shards and evaluates the same way. Methods and callbacks ask it for
+what they need through named methods and options (:meth:`ObjectDataModule.sample_batch`, the
+labelled subset), never through its ``datasets``.
 
 Why a sampler of our own instead of Lightning's automatic ``DistributedSampler``:
 that sampler pads evaluation sets with duplicates so that every rank gets the same number
@@ -19,7 +21,10 @@ from typing import Dict, Iterator, Optional
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
+
+from datamodules.subsets import RepeatedSubset, labelled_indices
 
 SPLITS = ("train", "val", "test")
 
@@ -72,11 +77,23 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
     per-image tensors following contract 1 (``image`` ``[C, H, W]`` float in [0, 1],
     ``mask``/``semantic`` ``[H, W]`` int64, ``label``/``count`` int64 scalars).
 
+    Subclasses take their dataset's own arguments and ``batch_size`` (its paper's default) and
+    pass the other options below on as ``**options`` (LightningCLI follows them here, so they
+    are configured under ``data.init_args`` for every dataset).
+
     Args:
         batch_size: training batch size per process.
         eval_batch_size: validation/test batch size per process (default: ``batch_size``).
-        num_workers: loader workers (0 was fastest on 2 cores, notes/stack.md).
+        num_workers: loader workers (0 was the fastest on 2 cores).
         seed: seeds the training order (and procedural generation in subclasses).
+        labelled_subset: train on only this many images of ``labelled_split``, a seeded random
+            choice (ReDO's supervised baseline, §5.2 and Fig. 4: N labelled images; see
+            datamodules/subsets.py); None trains on the whole training split.
+        labelled_split: where the N images come from: ``train``, or ``val`` for a dataset whose
+            training images have no masks (LFW); the validation split is then the validation
+            images left out of the choice.
+        labelled_seed: seed of the choice of the N images.
+        min_epoch_items: the N images are cycled to at least this many items per epoch.
     """
 
     image_size: int = 64
@@ -89,13 +106,19 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
     test_split: str = "test"
 
     def __init__(self, batch_size: int = 32, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 num_workers: int = 0, seed: int = 0, labelled_subset: Optional[int] = None,
+                 labelled_split: str = "train", labelled_seed: int = 0, min_epoch_items: int = 1000):
         super().__init__()
+        if labelled_split not in ("train", "val"):
+            raise ValueError(f"labelled_split must be 'train' or 'val', got {labelled_split!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.datasets: Dict[str, Dataset] = {}
+        self.labelled_subset, self.labelled_split = labelled_subset, labelled_split
+        self.labelled_seed, self.min_epoch_items = labelled_seed, min_epoch_items
+        self.datasets: Dict[str, Dataset] = {}  # the datamodule's own: methods use sample_batch()
+        self._labelled_source: Optional[Dataset] = None
 
     # --- what a subclass provides -------------------------------------------------------
     @abstractmethod
@@ -117,8 +140,19 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,),
                   "predict": ("test",)}.get(stage, SPLITS)
         for split in wanted:
-            if split not in self.datasets:
-                self.datasets[split] = self.make_dataset(split)
+            self._split(split)
+
+    def sample_batch(self, split: str, num_images: int) -> Optional[Dict[str, Tensor]]:
+        """The first ``num_images`` items of ``split`` collated into one CPU batch (for pictures),
+        setting the split up if needed; None for an unknown or empty split."""
+        if split not in SPLITS:
+            return None
+        dataset = self._split(split)
+        indices = list(range(min(num_images, len(dataset))))
+        if not indices:
+            return None
+        get_items = getattr(dataset, "__getitems__", None)  # procedural sets render a batch at once
+        return default_collate(get_items(indices) if get_items else [dataset[i] for i in indices])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)
@@ -138,10 +172,30 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
     def load_state_dict(self, state: Dict[str, int]) -> None:
         self.seed = state["seed"]
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _split(self, split: str) -> Dataset:
+        """The dataset of ``split``, made once."""
         if split not in self.datasets:
-            self.setup()
-        dataset = self.datasets[split]
+            self.datasets[split] = self._make_split(split)
+        return self.datasets[split]
+
+    def _make_split(self, split: str) -> Dataset:
+        """:meth:`make_dataset`, or the labelled subset for training (and the images left out
+        of it for validation when they come from ``val``)."""
+        if self.labelled_subset is None or split not in ("train", self.labelled_split):
+            return self.make_dataset(split)
+        if self._labelled_source is None:  # one dataset object shared by train and val
+            self._labelled_source = self.make_dataset(self.labelled_split)
+        source = self._labelled_source
+        if not 0 < self.labelled_subset <= len(source):
+            raise ValueError(f"labelled_subset={self.labelled_subset} must be between 1 and the "
+                             f"{len(source)} images of the '{self.labelled_split}' split")
+        chosen, rest = labelled_indices(len(source), self.labelled_subset, self.labelled_seed)
+        if split == "train":
+            return RepeatedSubset(source, chosen, self.min_epoch_items)
+        return Subset(source, sorted(rest))  # validate on images not trained on
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self._split(split)
         rank, world = self._rank_and_world()
         sampler = ShardedSampler(len(dataset), rank, world, shuffle=shuffle, even=shuffle,
                                  seed=self.seed)

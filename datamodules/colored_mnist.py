@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -83,7 +83,7 @@ class ColoredMNISTDataModule(ProceduralDataModule):
         test_size: test images.
         eval_on_train: evaluate on the first training images instead of disjoint splits.
         cache_dir: optional uint8 on-disk cache of the rendered splits.
-        batch_size, eval_batch_size, num_workers, seed: loader settings; ``seed`` also seeds
+        batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
             generation.
     """
 
@@ -92,10 +92,9 @@ class ColoredMNISTDataModule(ProceduralDataModule):
 
     def __init__(self, image_size: int = 128, train_size: int = 60_000, val_size: int = 1_000, test_size: int = 10_000,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 25, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 25, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
         self.image_size = image_size
         self.digit_size = round(56 * image_size / 128)
         self.source = mnist_source()

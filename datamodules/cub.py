@@ -14,7 +14,7 @@ with nearest neighbour (short side 128) and centre-cropped. Items: ``image``, ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -49,7 +49,7 @@ class CUBDataModule(ObjectDataModule):
         root: the ``CUB_200_2011`` folder with ``segmentations/`` and the split file inside
             (default ``<data root>/cub``).
         image_size, resample: as :class:`datamodules.flowers.FlowersDataModule`.
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "cub"
@@ -57,9 +57,8 @@ class CUBDataModule(ObjectDataModule):
     num_labels = 200
 
     def __init__(self, root: Optional[str] = None, image_size: int = 128, resample: str = "nearest",
-                 batch_size: int = 20, eval_batch_size: Optional[int] = None, num_workers: int = 0,
-                 seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 batch_size: int = 20, **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, self.dataset_name)
         self.image_size, self.resample = image_size, resample
 

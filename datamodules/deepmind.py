@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -133,7 +133,7 @@ class DeepMindDataModule(ObjectDataModule):
         val_size: random validation images (DTI: 100, numpy seed 42).
         test_size: the first images, evaluated (DTI: 320).
         train_size: use only the first ``train_size`` images for training (default: all).
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     spec_key: ClassVar[str] = "tetrominoes"
@@ -148,8 +148,8 @@ class DeepMindDataModule(ObjectDataModule):
 
     def __init__(self, root: Optional[str] = None, source: str = "deepmind", val_size: int = 100,
                  test_size: int = 320, train_size: Optional[int] = None, batch_size: int = 32,
-                 eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 **options: Any):
+        super().__init__(batch_size, **options)
         if source not in self.sources:
             raise ValueError(f"{self.dataset_name}: unknown source {source!r}; one of {self.sources}")
         self.root = Path(root) if root is not None else data_root() / self.dataset_name
@@ -195,12 +195,11 @@ class DeepMindMultiDSpritesDataModule(DeepMindDataModule):
     def __init__(self, root: Optional[str] = None, source: str = "deepmind",
                  variant: str = "colored_on_grayscale", val_size: int = 100, test_size: int = 320,
                  train_size: Optional[int] = None, batch_size: int = 32,
-                 eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
+                 **options: Any):
         if variant not in ("colored_on_grayscale", "colored_on_colored"):
             raise ValueError(f"unknown Multi-dSprites variant {variant!r}")
         self.spec_key, self.variant = variant, variant
-        super().__init__(root, source, val_size, test_size, train_size, batch_size,
-                         eval_batch_size, num_workers, seed)
+        super().__init__(root, source, val_size, test_size, train_size, batch_size, **options)
 
     @property
     def cache_dir(self) -> Path:

@@ -15,7 +15,7 @@ full resolution. Images and masks are resized (short side 128, nearest neighbour
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -51,7 +51,7 @@ class FlowersDataModule(ObjectDataModule):
         image_size: output side (ReDO: 128).
         resample: image resampling (ReDO's code: ``nearest``).
         semantic_class: class id of the foreground in ``semantic`` (1; 2 in Flowers+LFW's faces).
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "flowers"
@@ -59,9 +59,8 @@ class FlowersDataModule(ObjectDataModule):
     num_labels = 102
 
     def __init__(self, root: Optional[str] = None, image_size: int = 128, resample: str = "nearest",
-                 semantic_class: int = 1, batch_size: int = 20, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 semantic_class: int = 1, batch_size: int = 20, **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, self.dataset_name)
         self.image_size, self.resample, self.semantic_class = image_size, resample, semantic_class
 

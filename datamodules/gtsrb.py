@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch.utils.data import Dataset
@@ -41,7 +41,7 @@ class GTSRB8DataModule(ObjectDataModule):
         root: folder holding one of the layouts above (default ``<data root>/gtsrb8``).
         crop_roi: crop the annotated sign box before resizing (not DTI's protocol).
         val_size: random validation images (DTI: 100, seed 46).
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "gtsrb8"
@@ -50,9 +50,8 @@ class GTSRB8DataModule(ObjectDataModule):
     num_labels = len(classes)
 
     def __init__(self, root: Optional[str] = None, crop_roi: bool = False, val_size: int = 100,
-                 batch_size: int = 128, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 batch_size: int = 128, **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, self.dataset_name)
         self.crop_roi, self.val_size = crop_roi, val_size
 

@@ -22,7 +22,7 @@ follows Multi-Texture (1 = square, 2 = ellipse).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -98,7 +98,7 @@ class IdentitySwitchDataModule(ProceduralDataModule):
         eval_on_train: unused by the sequence splits (they are a fixed enumeration); kept
             for a uniform interface.
         cache_dir: optional uint8 on-disk cache of the training frames.
-        batch_size, eval_batch_size, num_workers, seed: loader settings; ``seed`` also seeds
+        batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
             generation and the sequence's appearance.
     """
 
@@ -107,10 +107,9 @@ class IdentitySwitchDataModule(ProceduralDataModule):
 
     def __init__(self, train_size: int = 100_000, val_size: int = 81, test_size: int = 255,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 8, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 8, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
 
     def renderer(self, split: str) -> IdentitySwitchRenderer:
         return IdentitySwitchRenderer()

@@ -12,7 +12,7 @@ Default ``root``: ``<data root>/image_folder/<collection>``, where ``objdecomp d
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from torch.utils.data import Dataset
 
@@ -29,7 +29,7 @@ class ImageFolderDataModule(ObjectDataModule):
         collection: sub-folder of the default root (the Instagram hashtag).
         image_size: output side (DTI: 128).
         val_size: random validation images.
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "image_folder"
@@ -37,8 +37,8 @@ class ImageFolderDataModule(ObjectDataModule):
 
     def __init__(self, root: Optional[str] = None, collection: str = "santaphoto",
                  image_size: int = 128, val_size: int = 100, batch_size: int = 32,
-                 eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, f"{self.dataset_name}/{collection}")
         self.image_size, self.val_size, self.collection = image_size, val_size, collection
 

@@ -18,7 +18,7 @@ which set an image comes from (0 Flowers, 1 LFW). Training items carry only ``im
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -55,16 +55,15 @@ class LFWDataModule(ObjectDataModule):
         root: dataset folder (default ``<data root>/lfw``).
         image_size, resample: as :class:`datamodules.flowers.FlowersDataModule`.
         semantic_class: class id of the face in ``semantic`` (1; 2 inside Flowers+LFW).
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "lfw"
     image_size, channels, max_objects, num_classes, num_background = 128, 3, 1, 2, 1
 
     def __init__(self, root: Optional[str] = None, image_size: int = 128, resample: str = "nearest",
-                 semantic_class: int = 1, batch_size: int = 20, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 semantic_class: int = 1, batch_size: int = 20, **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, self.dataset_name)
         self.image_size, self.resample, self.semantic_class = image_size, resample, semantic_class
 
@@ -101,7 +100,7 @@ class FlowersLFWDataModule(ObjectDataModule):
     Args:
         flowers_root, lfw_root: the two dataset folders (defaults under the data root).
         image_size, resample: as :class:`datamodules.flowers.FlowersDataModule`.
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "flowers_lfw"
@@ -110,8 +109,8 @@ class FlowersLFWDataModule(ObjectDataModule):
 
     def __init__(self, flowers_root: Optional[str] = None, lfw_root: Optional[str] = None,
                  image_size: int = 128, resample: str = "nearest", batch_size: int = 20,
-                 eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 **options: Any):
+        super().__init__(batch_size, **options)
         self.parts = (FlowersDataModule(flowers_root, image_size, resample, semantic_class=1),
                       LFWDataModule(lfw_root, image_size, resample, semantic_class=2))
         self.image_size = image_size

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -142,7 +142,7 @@ _LOADER_ARGS = """
         eval_on_train: DTI-Sprites' protocol, evaluation on the first training images (see
             :class:`ProceduralDataModule`); off by default, keeping the splits disjoint.
         cache_dir: optional uint8 on-disk cache of the rendered splits.
-        batch_size, eval_batch_size, num_workers, seed: loader settings; ``seed`` also seeds
+        batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
             generation."""
 
 
@@ -161,10 +161,9 @@ class MultiDSpritesDataModule(ProceduralDataModule):
 
     def __init__(self, train_size: int = 60_000, val_size: int = 100, test_size: int = 320,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 32, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 32, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
 
     def renderer(self, split: str) -> MultiDSpritesRenderer:
         return MultiDSpritesRenderer(self.variant, self.min_objects, self.max_objects,
@@ -200,10 +199,9 @@ class MultiDSpritesColoredDataModule(MultiDSpritesDataModule):
 
     def __init__(self, train_size: int = 997_000, val_size: int = 1_000, test_size: int = 2_000,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 32, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 32, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
 
 
 class LAVAEDSpritesDataModule(ProceduralDataModule):
@@ -223,10 +221,9 @@ class LAVAEDSpritesDataModule(ProceduralDataModule):
     def __init__(self, train_size: int = 190_000, val_size: int = 10_000,
                  test_size: int = 10_000, test_objects: Optional[int] = 7,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 64, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 64, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
         self.test_objects = test_objects
         self.max_objects = max(3, test_objects or 0)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -72,7 +72,7 @@ class MultiMNISTDataModule(ProceduralDataModule):
             test split like the training split.
         eval_on_train: evaluate on the first training images instead of disjoint splits.
         cache_dir: optional uint8 on-disk cache of the rendered splits.
-        batch_size, eval_batch_size, num_workers, seed: loader settings; ``seed`` also seeds
+        batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
             generation.
     """
 
@@ -82,10 +82,9 @@ class MultiMNISTDataModule(ProceduralDataModule):
     def __init__(self, train_size: int = 190_000, val_size: int = 10_000,
                  test_size: int = 10_000, test_objects: Optional[int] = 7,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 64, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 64, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
         self.test_objects = test_objects
         self.max_objects = max(3, test_objects or 0)
         self.source = mnist_source()

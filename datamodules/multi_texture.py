@@ -18,7 +18,7 @@ in the authors' generator; an object hidden entirely is redrawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -108,7 +108,7 @@ class MultiTextureDataModule(ProceduralDataModule):
         test_size: test images (the authors' code: 2,000; mIoU over 10 subsets of 200).
         eval_on_train: evaluate on the first training images instead of disjoint splits.
         cache_dir: optional uint8 on-disk cache of the rendered splits.
-        batch_size, eval_batch_size, num_workers, seed: loader settings; ``seed`` also seeds
+        batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
             generation.
     """
 
@@ -117,10 +117,9 @@ class MultiTextureDataModule(ProceduralDataModule):
 
     def __init__(self, train_size: int = 100_000, val_size: int = 200, test_size: int = 2_000,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 8, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 8, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
 
     def renderer(self, split: str) -> MultiTextureRenderer:
         return MultiTextureRenderer()

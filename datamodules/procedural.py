@@ -25,7 +25,7 @@ import zlib
 from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -297,7 +297,8 @@ class ProceduralDataModule(ObjectDataModule):
     """Base of the procedural benchmarks: split sizes, the evaluation protocol, the cache.
 
     Subclasses state their facts and ``dataset_name`` and implement :meth:`renderer`. Their
-    ``__init__`` repeats these arguments (LightningCLI reads configs from signatures).
+    ``__init__`` repeats these arguments with their own defaults (LightningCLI reads configs
+    from signatures) and passes ``**options`` on.
 
     Args:
         train_size, val_size, test_size: number of images per split.
@@ -307,15 +308,14 @@ class ProceduralDataModule(ObjectDataModule):
             three splits disjoint.
         cache_dir: render each split once into uint8 files there (optional; generation is
             fast enough for training without it).
-        batch_size, eval_batch_size, num_workers, seed: as in :class:`ObjectDataModule`;
-            ``seed`` also seeds generation.
+        batch_size, options: as in :class:`ObjectDataModule`; its ``seed`` also seeds
+            generation.
     """
 
     def __init__(self, train_size: int, val_size: int, test_size: int,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 32, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 batch_size: int = 32, **options: Any):
+        super().__init__(batch_size, **options)
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.eval_on_train, self.cache_dir = eval_on_train, cache_dir
 

@@ -12,7 +12,7 @@ extra samples for training"); ``test`` is the labelled set used for evaluation, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ class SVHNDataModule(ObjectDataModule):
         root: folder with the three ``.mat`` files (default ``<data root>/svhn``).
         use_extra: train on ``extra`` too (DTI: yes).
         val_fraction: share of the test file used for validation (DTI: 0.1, at least 100 images).
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "svhn"
@@ -69,9 +69,8 @@ class SVHNDataModule(ObjectDataModule):
     num_labels = 10
 
     def __init__(self, root: Optional[str] = None, use_extra: bool = True, val_fraction: float = 0.1,
-                 batch_size: int = 128, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 batch_size: int = 128, **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, self.dataset_name)
         self.use_extra, self.val_fraction = use_extra, val_fraction
         self._loaded: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}

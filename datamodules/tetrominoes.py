@@ -15,7 +15,7 @@ no shared pixel (pieces may touch).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 
@@ -62,7 +62,7 @@ class TetrominoesDataModule(ProceduralDataModule):
         eval_on_train: DTI's protocol, evaluation on the first training images (see
             :class:`ProceduralDataModule`); off by default, keeping the splits disjoint.
         cache_dir: optional uint8 on-disk cache of the rendered splits.
-        batch_size, eval_batch_size, num_workers, seed: loader settings; ``seed`` also seeds
+        batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
             generation.
     """
 
@@ -72,10 +72,9 @@ class TetrominoesDataModule(ProceduralDataModule):
 
     def __init__(self, train_size: int = 60_000, val_size: int = 100, test_size: int = 320,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 32, eval_batch_size: Optional[int] = None,
-                 num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 32, **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
-                         batch_size, eval_batch_size, num_workers, seed)
+                         batch_size, **options)
 
     def renderer(self, split: str) -> TetrominoesRenderer:
         return TetrominoesRenderer(size=self.image_size, num_objects=self.max_objects)

@@ -20,7 +20,7 @@ batch of items (``__getitems__``, used by the DataLoader), with no per-pixel loo
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from torch import Tensor
@@ -114,7 +114,7 @@ class TexturedShapeDataModule(ObjectDataModule):
     Args:
         image_size: side of the square images.
         train_size, val_size, test_size: items per split.
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "textured_shape"
@@ -124,9 +124,8 @@ class TexturedShapeDataModule(ObjectDataModule):
     num_background = 1
 
     def __init__(self, image_size: int = 64, train_size: int = 10000, val_size: int = 500,
-                 test_size: int = 500, batch_size: int = 25, eval_batch_size: int | None = None,
-                 num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 test_size: int = 500, batch_size: int = 25, **options: Any):
+        super().__init__(batch_size, **options)
         self.image_size = image_size
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
 

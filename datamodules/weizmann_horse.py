@@ -16,7 +16,7 @@ validates on its first 30 images. Items carry ``mask`` (0 background, 1 horse) a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from torch.utils.data import Dataset
 
@@ -38,15 +38,15 @@ class WeizmannHorseDataModule(ObjectDataModule):
     Args:
         root: folder with one of the layouts above (default ``<data root>/weizmann_horse``).
         val_size: the first images used for validation (DTI: 30).
-        batch_size, eval_batch_size, num_workers, seed: see :class:`ObjectDataModule`.
+        batch_size, options: see :class:`ObjectDataModule`.
     """
 
     dataset_name = "weizmann_horse"
     image_size, channels, max_objects, num_classes, num_background = 128, 3, 1, 2, 1
 
     def __init__(self, root: Optional[str] = None, val_size: int = 30, batch_size: int = 32,
-                 eval_batch_size: Optional[int] = None, num_workers: int = 0, seed: int = 0):
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 **options: Any):
+        super().__init__(batch_size, **options)
         self.root = default_root(root, self.dataset_name)
         self.val_size = val_size
 

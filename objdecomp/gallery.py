@@ -14,7 +14,6 @@ from typing import Dict, List, Type
 
 from torch import Tensor
 from torch.nn import functional as F
-from torch.utils.data import default_collate
 
 from datamodules.base import SPLITS, ObjectDataModule
 from objdecomp.visualize import colorize, save_rows, to_rgb
@@ -38,15 +37,6 @@ def gallery_rows(batch: Dict[str, Tensor], zoom: int = 1) -> Dict[str, Tensor]:
             for name, row in rows.items()}
 
 
-def sample_batch(datamodule: ObjectDataModule, split: str, n: int) -> Dict[str, Tensor]:
-    """The first ``n`` items of ``split`` as one batch."""
-    dataset = datamodule.make_dataset(split)
-    indices: List[int] = list(range(min(n, len(dataset))))
-    getitems = getattr(dataset, "__getitems__", None)
-    items = getitems(indices) if getitems else [dataset[i] for i in indices]
-    return default_collate(items)
-
-
 def main(argv: List[str]) -> None:
     """Write the gallery of one dataset (``objdecomp gallery --help``)."""
     parser = argparse.ArgumentParser(prog="objdecomp gallery", description=__doc__.split("\n")[0])
@@ -60,7 +50,9 @@ def main(argv: List[str]) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # e.g. the digit source
     datamodule = datamodule_class(args.dataset)(seed=args.seed)
-    batch = sample_batch(datamodule, args.split, args.n)
+    batch = datamodule.sample_batch(args.split, args.n)
+    if batch is None:
+        raise SystemExit(f"{args.dataset}/{args.split} has no images")
     suffix = "" if args.split == "train" else f"_{args.split}"
     out = args.out or Path("galleries") / f"{args.dataset}{suffix}.png"
     save_rows(gallery_rows(batch, args.zoom), out)

@@ -120,7 +120,7 @@ def test_gallery_writes_a_png(tmp_path):
     out = tmp_path / "tetrominoes.png"
     gallery.main(["tetrominoes", "--n", "4", "--out", str(out)])
     assert out.stat().st_size > 0
-    batch = gallery.sample_batch(gallery.datamodule_class("tetrominoes")(), "train", 3)
+    batch = gallery.datamodule_class("tetrominoes")().sample_batch("train", 3)
     rows = gallery.gallery_rows(batch, zoom=2)
     assert list(rows) == ["image", "mask", "semantic"]
     assert rows["mask"].shape == (3, 3, 70, 70)

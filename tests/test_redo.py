@@ -15,7 +15,6 @@ from datamodules.textured_shape import TexturedShapeDataModule, item_parameters
 from objdecomp.callbacks.collapse import CollapseRestart
 from objdecomp.methods.redo import MaskNetwork, ReDO, ReDONetworks, ReDOSupervised
 from objdecomp.methods.redo.pictures import redrawing_figure
-from objdecomp.methods.redo.supervised import RepeatedSubset
 from objdecomp.nn.gan import SelfAttention
 from objdecomp.types import check_batch
 
@@ -244,15 +243,15 @@ def test_redrawing_figure_has_one_row_per_image_and_fig2_columns():
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_supervised_baseline_trains_on_the_labelled_subset(split):
     torch.manual_seed(0)
-    module = ReDOSupervised(num_labelled=5, label_split=split, min_epoch_items=12, mask_width=8,
-                            mask_res_blocks=1, image_size=16)
-    data = tiny_data()
+    module = ReDOSupervised(mask_width=8, mask_res_blocks=1, image_size=16)
+    data = tiny_data(labelled_subset=5, labelled_split=split, min_epoch_items=12)
     tiny_trainer(max_steps=3).fit(module, data)
-    train = data.datasets["train"]
-    assert isinstance(train, RepeatedSubset) and len(set(train.indices)) == 5 and len(train) == 12
-    assert len(data.datasets["val"]) == (3 if split == "val" else 8)
-    if split == "val":
-        assert not set(train.indices) & set(data.datasets["val"].indices)
+    train = data.sample_batch("train", 100)["image"]  # the whole (cycled) training split
+    assert len(train) == 12 and len(train.unique(dim=0)) == 5
+    val = data.sample_batch("val", 100)["image"]
+    assert len(val) == (3 if split == "val" else 8)
+    if split == "val":  # model selection on validation images not trained on
+        assert len(torch.cat([train, val]).unique(dim=0)) == 5 + 3
 
 
 # --- the textured-shape dataset ----------------------------------------------------------------

@@ -9,9 +9,9 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor
-from torch.utils.data import default_collate
 from torchvision.utils import save_image
 
+from datamodules.base import ObjectDataModule
 from objdecomp.visualize import decomposition_rows, save_rows
 
 
@@ -70,12 +70,11 @@ class DecompositionPictures(pl.Callback):
         self._log(trainer, tag, pictures)
 
     def _fixed_batch(self, trainer, split: str) -> Optional[Dict[str, Tensor]]:
+        """The first images of ``split``, asked of the datamodule (None without one)."""
         datamodule = trainer.datamodule
-        datasets = getattr(datamodule, "datasets", {}) if datamodule is not None else {}
-        if split not in datasets:
+        if not isinstance(datamodule, ObjectDataModule):
             return None
-        dataset = datasets[split]
-        return default_collate([dataset[i] for i in range(min(self.num_images, len(dataset)))])
+        return datamodule.sample_batch(split, self.num_images)
 
     @staticmethod
     def _path(trainer, tag: str) -> Path:

@@ -12,9 +12,9 @@ from typing import Dict, Optional
 
 import torch
 from torch import Tensor
-from torch.utils.data import default_collate
 from torchvision.utils import make_grid
 
+from datamodules.base import ObjectDataModule
 from objdecomp.visualize import to_rgb
 
 PICTURE_IMAGES = 5  # rows, as in Fig. 2
@@ -23,16 +23,16 @@ PICTURE_SEED = 0  # the fixed codes of the columns
 
 
 def picture_batch(module, num_images: int = PICTURE_IMAGES) -> Optional[Dict[str, Tensor]]:
-    """The first images of the validation split (test, then train, when there is none),
-    on the module's device; None outside a trainer or without data."""
+    """The first images of the validation split (test, then train, when it is empty), asked of
+    the datamodule, on the module's device; None outside a trainer or without data."""
     trainer = getattr(module, "_trainer", None)
     datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    datasets = getattr(datamodule, "datasets", {}) or {}
+    if not isinstance(datamodule, ObjectDataModule):
+        return None
     for split in ("val", "test", "train"):
-        if split in datasets and len(datasets[split]):
-            dataset = datasets[split]
-            items = [dataset[i] for i in range(min(num_images, len(dataset)))]
-            return {k: v.to(module.device) for k, v in default_collate(items).items()}
+        batch = datamodule.sample_batch(split, num_images)
+        if batch is not None:
+            return {k: v.to(module.device) for k, v in batch.items()}
     return None
 
 
