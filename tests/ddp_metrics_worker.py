@@ -38,6 +38,7 @@ def make_image(index: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Ten
              "count": torch.randint(0, 4, (), generator=g)}
     noisy = torch.nn.functional.one_hot(mask % K, K).permute(2, 0, 1).float() * 3
     prediction = {"masks": (noisy + torch.randn(K, SIZE, SIZE, generator=g) * 2).softmax(0),
+                  "layers": torch.rand(K, 3, SIZE, SIZE, generator=g),
                   "classes": torch.randint(0, 4, (K,), generator=g),
                   "count": torch.randint(0, 4, (), generator=g)}
     return truth, prediction
@@ -50,7 +51,8 @@ def batches(indices: Iterable[int]) -> Iterator[Tuple[Dict[str, torch.Tensor], D
         batch = {key: torch.stack([t[key] for t, _ in items]) for key in items[0][0]}
         pred = {key: torch.stack([p[key] for _, p in items]) for key in items[0][1]}
         yield batch, Decomposition(recon=batch["image"], masks=pred["masks"],
-                                   background=torch.arange(K) == 0, classes=pred["classes"],
+                                   background=torch.arange(K) == 0, layers=pred["layers"],
+                                   classes=pred["classes"],
                                    count=pred["count"]).check(batch["image"])
 
 

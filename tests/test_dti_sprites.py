@@ -10,9 +10,7 @@ import yaml
 
 from objdecomp.compositing import composite, fixed_occlusion, add_background
 from objdecomp.methods.dti_sprites import DTISprites, exhaustive_selection, greedy_selection
-from objdecomp.methods.dti_sprites.module import MilestoneDecay, foreground_reassigned
 from objdecomp.paths import EXPERIMENTS
-from objdecomp.types import Decomposition
 
 # training_step logs through Lightning; outside a Trainer that only warns.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -175,18 +173,26 @@ def test_reassignment_copies_the_most_used_sprite():
     assert torch.equal(head.weight3[4 + 0], head.weight3[4 + 2])
 
 
-def test_milestone_decay_and_foreground_reassignment():
-    assert [MilestoneDecay([2, 5])(e) for e in (0, 2, 4, 5)] == pytest.approx([1, 0.1, 0.1, 0.01])
-    images = torch.zeros(1, 3, 2, 2)
-    images[0, 0, 0, 1] = 1.0  # a red pixel predicted as background
-    layers = torch.zeros(1, 3, 3, 2, 2)
-    layers[0, 2, 0] = 0.9  # layer 2 is red, layer 1 black
-    masks = torch.zeros(1, 3, 2, 2)
-    masks[0, 0] = 1
-    masks[0, :, 0, 0] = torch.tensor([0.0, 1.0, 0.0])
-    decomposition = Decomposition(images, masks, torch.tensor([True, False, False]), layers,
-                                  torch.tensor([[0, 1, 2]]))
-    assert foreground_reassigned(images, decomposition).tolist() == [[[1, 2], [1, 1]]]
+@pytest.mark.parametrize("drop_sprites", [True, False])
+def test_learning_rates_drop_tenfold_at_the_milestones(drop_sprites):
+    model = DTISprites(image_size=8, channels=3, num_classes=3, sprite_transforms="",
+                       background_transforms="", encoder="resnet8", milestones=[2, 5],
+                       lr_drop_sprites=drop_sprites)
+    sprites, networks = model.learning_rate_decays()
+    assert [networks(0, e) for e in (0, 2, 4, 5)] == pytest.approx([1, 0.1, 0.1, 0.01])
+    assert sprites(0, 5) == pytest.approx(0.01 if drop_sprites else 1.0)
+
+
+def test_epoch_schedules_switch_modules_and_unfreeze_sprites_as_before():
+    model = DTISprites(image_size=8, channels=3, num_classes=3, encoder="resnet8",
+                       sprite_transforms="proj@3-tps@5", background_transforms="col-proj@2",
+                       freeze_sprites_epochs=2)
+    sprite, background = model.net.sprite_tsf, model.net.background_tsf
+    # The first module is on from epoch 0 whatever its @E (today's curriculum, kept as is).
+    assert [sprite.set_epoch(e) for e in (0, 2, 3, 4, 5)] == [1, 1, 1, 1, 2]
+    assert [background.set_epoch(e) for e in (0, 1, 2)] == [1, 1, 2]
+    assert [model.sprite_freeze(0, e) for e in (0, 1, 2, 3)] == [1, 1, 0, 0]
+    assert bool(model.frozen)  # frozen from construction on, before the first epoch starts
 
 
 # --- slow tier: every DTI experiment config trains a few steps and decomposes -------------------
@@ -220,7 +226,7 @@ def test_experiment_config_trains_on_tiny_data(path: Path):
     with torch.no_grad():
         decomposition = model.checked_decompose(images)
     assert decomposition.num_components == model.net.num_layers + 1
-    assert set(model.pictures()) >= {"sprites", "figure"}
+    assert set(model.pictures({"image": images}, decomposition)) >= {"sprites", "figure"}
 
 
 # --- editing (Fig. 4) ---------------------------------------------------------------------------

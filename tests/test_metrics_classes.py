@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from objdecomp.metrics import (ARI, ARIFG, BestPermutationForeground, ClusterAccuracy,
-                               CountAccuracy, ForegroundSegmentation, SemanticSegmentation,
-                               build_metrics)
+from objdecomp.metrics import (ARI, ARIFG, ARIFGDTI, BestPermutationForeground, ClusterAccuracy,
+                               CountAccuracy, ForegroundSegmentation, ImageMean,
+                               SemanticSegmentation, build_metrics)
 from objdecomp.metrics import functional as F
 from objdecomp.types import Decomposition
 
@@ -23,7 +23,7 @@ def make_batch(n, k=4, size=8, seed=0, num_classes=3):
              "count": torch.randint(0, 3, (n,), generator=g)}
     decomposition = Decomposition(
         recon=torch.rand(n, 3, size, size, generator=g), masks=masks,
-        background=torch.arange(k) == 0,
+        background=torch.arange(k) == 0, layers=torch.rand(n, k, 3, size, size, generator=g),
         classes=torch.randint(0, 5, (n, k), generator=g),
         count=torch.randint(0, 3, (n,), generator=g)).check(batch["image"])
     return batch, decomposition
@@ -36,8 +36,10 @@ def split(batch, decomposition, sizes):
         part = slice(start, start + size)
         yield ({key: value[part] for key, value in batch.items()},
                Decomposition(decomposition.recon[part], decomposition.masks[part],
-                             decomposition.background, classes=decomposition.classes[part],
-                             count=decomposition.count[part]))
+                             decomposition.background, *(None if field is None else field[part]
+                                                         for field in (decomposition.layers,
+                                                                       decomposition.classes,
+                                                                       decomposition.count))))
         start += size
 
 
@@ -49,12 +51,12 @@ def feed(metric, batch, decomposition, sizes=(3, 5, 1, 4)):
 
 def test_build_metrics_follows_the_dataset_facts():
     multi = build_metrics(num_classes=4, num_background=1, max_objects=5)
-    assert set(multi) == {"ari", "ari_fg", "matched_miou", "best_overlap_miou", "semantic",
-                          "cluster", "fg", "count"}
+    assert set(multi) == {"ari", "ari_fg", "ari_fg_dti", "matched_miou", "best_overlap_miou",
+                          "semantic", "cluster", "fg", "count"}
     single = build_metrics(num_classes=0, num_background=1, max_objects=1)
     assert "fg_best" in single and "semantic" not in single
     no_background = build_metrics(num_classes=0, num_background=0, max_objects=3)
-    assert not {"ari_fg", "fg", "fg_best"} & set(no_background)
+    assert not {"ari_fg", "ari_fg_dti", "fg", "fg_best"} & set(no_background)
     assert multi["ari_fg"].num_background == 1
     assert build_metrics(0, 4, 6)["ari_fg"].num_background == 4  # Objects Room
 
@@ -69,6 +71,7 @@ def test_metrics_apply_only_to_batches_with_their_ground_truth():
     assert not metrics["semantic"].applies_to(batch, plain)
     assert not metrics["cluster"].applies_to(batch, plain)
     assert not metrics["count"].applies_to(batch, plain)  # needs decomposition.count
+    assert not metrics["ari_fg_dti"].applies_to(batch, plain)  # needs decomposition.layers
     assert metrics["ari"].applies_to(batch, plain)
 
 
@@ -150,3 +153,54 @@ def test_count_accuracy_counts_images():
     values = feed(metric, batch, decomposition, (3, 4))
     expected = (decomposition.count == batch["count"]).double().mean().item()
     assert values[""].item() == pytest.approx(expected) and metric.n_images.item() == 7
+
+
+def _dti_case():
+    """Three 4x4 images: a red square (id 1) and a green one (id 2) on black, the third image
+    all background; layer 1 red, layer 2 green everywhere; the background component owns
+    every pixel but one or two, and image 1's layer 1 is the empty sprite (class 0)."""
+    images = torch.zeros(3, 3, 4, 4)
+    images[:, 0, :2, :2] = 1.0
+    images[:, 1, 2:, 2:] = 1.0
+    mask = torch.zeros(3, 4, 4, dtype=torch.long)
+    mask[:, :2, :2], mask[:, 2:, 2:], mask[2] = 1, 2, 0
+    layers = torch.zeros(3, 3, 3, 4, 4)
+    layers[:, 1, 0], layers[:, 2, 1] = 0.9, 0.8
+    masks = torch.zeros(3, 3, 4, 4)
+    masks[:, 0] = 1.0
+    masks[0, :, 0, 0] = torch.tensor([0.0, 1.0, 0.0])
+    masks[1, :, 3, 3] = masks[1, :, 0, 0] = torch.tensor([0.0, 0.0, 1.0])
+    classes = torch.tensor([[0, 1, 2], [0, 0, 3], [0, 1, 2]])
+    decomposition = Decomposition(images, masks, torch.tensor([True, False, False]), layers, classes)
+    return {"image": images, "mask": mask}, decomposition
+
+
+def test_ari_fg_dti_gives_the_numbers_of_dti_modules_former_protocol():
+    """Per-image values and mean of the protocol as it lived in the DTI module (MeanMetric of
+    ARI-FG after reassigning to the closest non-empty layer, NaN images ignored)."""
+    batch, decomposition = _dti_case()
+    metric = ARIFGDTI(num_background=1)
+    assert metric.scores(batch, decomposition).tolist()[:2] == [1.0, 0.0]
+    values = feed(metric, batch, decomposition, sizes=(2, 1))
+    assert values[""].item() == pytest.approx(0.5, abs=1e-12)
+    assert values["n_undefined"].item() == 1  # the image without foreground
+    # Without classes every object layer counts as non-empty (as if all classes were > 0).
+    unclassed = Decomposition(decomposition.recon, decomposition.masks,
+                              decomposition.background, decomposition.layers)
+    assert metric.scores(batch, unclassed)[1].item() == pytest.approx(0.4948453608247423, abs=1e-12)
+    reassigned = F.reassign_background_to_layers(
+        batch["image"], unclassed.segmentation(), unclassed.layers, unclassed.background,
+        torch.tensor([[False, True, True]] * 3))
+    assert reassigned[1].tolist() == [[2, 1, 2, 2], [1, 1, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
+
+
+def test_image_mean_is_exact_over_batches_and_merged_states():
+    values = torch.rand(13, dtype=torch.float64)
+    by_batches, halves = ImageMean(), (ImageMean(), ImageMean())
+    for part in values.split([3, 9, 1]):
+        by_batches.update(part)
+    halves[0].update(values[:6])
+    halves[1].update(values[6:])
+    halves[0].merge_state(halves[1])  # what the DDP reduction of the summed states does
+    assert by_batches.compute().item() == pytest.approx(values.mean().item(), abs=1e-15)
+    assert halves[0].compute().item() == pytest.approx(values.mean().item(), abs=1e-15)

@@ -140,14 +140,14 @@ def test_one_iteration_updates_exactly_the_right_parameters(monkeypatch):
     monkeypatch.setattr(module, "_sample", lambda b: (torch.zeros(b, dtype=torch.long),
                                                       torch.randn(b, module.z_dim)))
     snapshots = [{n: p.detach().clone() for n, p in module.named_parameters()}]
-    step_on = module.optimizer_step_on
+    update = module.updates.update
 
-    def recording(optimizer, loss, **kwargs):
-        value = step_on(optimizer, loss, **kwargs)
+    def recording(*args, **kwargs):
+        value = update(*args, **kwargs)
         snapshots.append({n: p.detach().clone() for n, p in module.named_parameters()})
         return value
 
-    monkeypatch.setattr(module, "optimizer_step_on", recording)
+    monkeypatch.setattr(module.updates, "update", recording)
     tiny_trainer(max_steps=2).fit(module, tiny_data())
     assert len(snapshots) == 3
     # Attention weights get zero gradient while their gamma is 0 (SAGAN init), so they stay.
@@ -166,17 +166,17 @@ def test_extra_discriminator_steps_and_learning_rate(monkeypatch):
     """discriminator_steps=2: each batch is one G step then two D steps, at D's own rate."""
     module = tiny_module(discriminator_steps=2, discriminator_lr=4e-4)
     calls = []
-    step_on = module.optimizer_step_on
+    update = module.updates.update
 
-    def recording(optimizer, loss, **kwargs):
+    def recording(module, optimizer, loss, gradient_clip_val=None):
         calls.append(optimizer.optimizer.param_groups[0]["lr"])
-        return step_on(optimizer, loss, **kwargs)
+        return update(module, optimizer, loss, gradient_clip_val)
 
-    monkeypatch.setattr(module, "optimizer_step_on", recording)
+    monkeypatch.setattr(module.updates, "update", recording)
     trainer = tiny_trainer(max_steps=6)
     trainer.fit(module, tiny_data())
     assert calls == [1e-5, 4e-4, 4e-4] * 2  # F's group first in the G optimizer
-    assert module.batch_step == 2
+    assert module.batch_step == 2 and module.updates.optimizer_steps(2) == trainer.global_step
     with pytest.raises(ValueError, match="discriminator_steps"):
         tiny_module(discriminator_steps=0)
 
@@ -194,7 +194,7 @@ def test_training_runs_under_bf16_autocast(redraw):
 def test_bf16_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, native):
     import warnings
 
-    monkeypatch.setattr("objdecomp.methods.base.cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr("objdecomp.training.precision.cpu_has_native_bf16", lambda: native)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         tiny_trainer(max_steps=1, precision="bf16-mixed").fit(tiny_module(), tiny_data())

@@ -4,8 +4,9 @@
 from (seed, split, index), with instance masks, semantic classes (square = 1) and counts.
 ``TinyMethod``: a fully convolutional net predicts K soft masks; each component's colour is
 the mask-weighted mean of the image (a differentiable "decoder"). With ``adversarial=True``
-it trains with two optimisers stepping separately through the base module's manual recipe
-(reconstruction step, then a small critic step), which is what the DDP tests need.
+it trains with two optimisers stepping separately through :class:`AlternatingUpdates`
+(reconstruction step, then a small critic step), which is what the DDP tests need. It takes
+the training parts (exact resume, non-finite guard) that the resume and CLI tests exercise.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from torch.utils.data import Dataset
 
 from datamodules.base import ObjectDataModule
 from objdecomp.methods.base import DecompositionModule
+from objdecomp.training import (AlternatingUpdates, EmulatedBF16Warning, ExactResume,
+                                NonFiniteLossGuard, Player)
 from objdecomp.types import Decomposition
 
 
@@ -76,6 +79,8 @@ class TinyMethod(DecompositionModule):
             self.critic = nn.Sequential(nn.Conv2d(self.channels, hidden, 3, stride=2), nn.ReLU(),
                                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(hidden, 1))
             self.automatic_optimization = False
+            self.updates = AlternatingUpdates([Player("recon"),
+                                               Player("critic", gradient_clip_val=1.0)])
 
     def decompose(self, images: torch.Tensor) -> Decomposition:
         masks = self.net(images).softmax(1)  # [B, K, H, W]
@@ -110,16 +115,17 @@ class TinyMethod(DecompositionModule):
             loss = self.reconstruction_loss(images)
             self.log_losses({"recon": loss})
             return loss
-        model_opt, critic_opt = self.optimizers()
-        recon = self.optimizer_step_on(model_opt, lambda: self.reconstruction_loss(images)
-                                       - 1e-3 * self.critic(self.decompose(images).recon).mean())
-        critic = self.optimizer_step_on(critic_opt, lambda: F.softplus(
-            self.critic(self.decompose(images).recon.detach())).mean()
-            + F.softplus(-self.critic(images)).mean(), gradient_clip_val=1.0)
-        self.log_losses({"recon": recon, "critic": critic})
+        self.log_losses(self.updates.step(self, {
+            "recon": lambda: self.reconstruction_loss(images)
+            - 1e-3 * self.critic(self.decompose(images).recon).mean(),
+            "critic": lambda: F.softplus(self.critic(self.decompose(images).recon.detach())).mean()
+            + F.softplus(-self.critic(images)).mean()}))
 
     def configure_optimizers(self):
         model_opt = torch.optim.Adam(self.net.parameters(), lr=self.hparams.lr)
         if not self.hparams.adversarial:
             return model_opt
         return model_opt, torch.optim.Adam(self.critic.parameters(), lr=self.hparams.lr)
+
+    def configure_callbacks(self):
+        return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]

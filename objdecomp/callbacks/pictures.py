@@ -18,7 +18,8 @@ from objdecomp.visualize import decomposition_rows, save_rows
 class DecompositionPictures(pl.Callback):
     """Saves (and logs to W&B) a grid of input, reconstruction, segmentation, ground truth and
     components for a fixed set of validation images every ``every_n_steps`` optimizer steps,
-    at the end of fit, and for the first test images; plus the method's own ``pictures()``.
+    at the end of fit, and for the first test images; plus the method's own
+    ``pictures(batch, decomposition)`` of the same images.
 
     Files go to ``<run>/pictures/{step<N>,test}[-<name>].png``.
 
@@ -56,11 +57,12 @@ class DecompositionPictures(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            images = batch["image"].to(pl_module.device)
+            batch = {k: v.to(pl_module.device) for k, v in batch.items()}
+            images = batch["image"]
             decomposition = pl_module.checked_decompose(images)
             rows = decomposition_rows(images, decomposition, batch, self.max_layers)
             pictures = {"decomposition": save_rows(rows, self._path(trainer, tag))}
-            for name, picture in pl_module.pictures().items():
+            for name, picture in pl_module.pictures(batch, decomposition).items():
                 path = self._path(trainer, f"{tag}-{name}")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_image(picture.float().cpu(), path)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from typing import Dict
 
-from objdecomp.metrics.base import DecompositionMetric
+from objdecomp.metrics.base import DecompositionMetric, ImageMean
 from objdecomp.metrics.clustering import ClusterAccuracy, CountAccuracy, SemanticSegmentation
-from objdecomp.metrics.segmentation import (ARI, ARIFG, BestOverlapIoU, BestPermutationForeground,
-                                            ForegroundSegmentation, MatchedIoU, PerImageMean)
+from objdecomp.metrics.segmentation import (ARI, ARIFG, ARIFGDTI, BestOverlapIoU,
+                                            BestPermutationForeground, ForegroundSegmentation,
+                                            MatchedIoU, PerImageMean)
 
-__all__ = ["ARI", "ARIFG", "BestOverlapIoU", "BestPermutationForeground", "ClusterAccuracy",
-           "CountAccuracy", "DecompositionMetric", "ForegroundSegmentation", "MatchedIoU",
-           "PerImageMean", "SemanticSegmentation", "build_metrics"]
+__all__ = ["ARI", "ARIFG", "ARIFGDTI", "BestOverlapIoU", "BestPermutationForeground",
+           "ClusterAccuracy", "CountAccuracy", "DecompositionMetric", "ForegroundSegmentation",
+           "ImageMean", "MatchedIoU", "PerImageMean", "SemanticSegmentation", "build_metrics"]
 
 
 def build_metrics(num_classes: int, num_background: int,
@@ -37,6 +38,7 @@ def build_metrics(num_classes: int, num_background: int,
     }
     if num_background > 0:  # without background entities these equal ARI / a constant
         metrics["ari_fg"] = ARIFG(num_background)
+        metrics["ari_fg_dti"] = ARIFGDTI(num_background)  # methods whose decomposition has layers
         metrics["fg"] = ForegroundSegmentation(num_background)
         if max_objects == 1:
             metrics["fg_best"] = BestPermutationForeground(num_background)

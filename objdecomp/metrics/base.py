@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import ClassVar, Dict, Mapping, Tuple
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric
 
@@ -41,3 +42,26 @@ class DecompositionMetric(Metric):
     @abstractmethod
     def compute(self) -> Dict[str, Tensor]:
         """Named scalar values from the (already DDP-synchronised) state."""
+
+
+class ImageMean(Metric):
+    """Mean over images of per-image values ``[B]`` (a method's own evaluation scores).
+
+    The state is a float64 sum and an image count, reduced by summing, so the mean under DDP
+    equals the single-process mean and does not depend on how images fall into batches.
+    NaN values make the mean NaN: a method's score is never silently dropped.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("n_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, values: Tensor) -> None:
+        self.total += values.to(self.total).sum()
+        self.n_images += values.numel()
+
+    def compute(self) -> Tensor:
+        return self.total / self.n_images

@@ -72,6 +72,27 @@ def adjusted_rand_index(pred: Tensor, target: Tensor, valid: Optional[Tensor] = 
     return _ari_from_table(contingency_table(pred, target, valid))
 
 
+def reassign_background_to_layers(images: Tensor, segmentation: Tensor, layers: Tensor,
+                                  background: Tensor, candidates: Tensor) -> Tensor:
+    """DTI-Sprites' ARI-FG segmentation (Monnier et al. 2021, Sec. 4.1): every pixel predicted
+    as background goes to the candidate layer whose colour at that pixel is closest (squared
+    error) to the input's.
+
+    Args:
+        images: ``[B, C, H, W]``.
+        segmentation: int ``[B, H, W]`` component per pixel.
+        layers: ``[B, K, C, H, W]`` per-component appearance.
+        background: bool ``[K]``, the background components.
+        candidates: bool ``[B, K]``, the object layers a pixel may go to (DTI: the non-empty
+            ones); an image without candidates keeps its segmentation.
+    """
+    distance = (layers.float() - images.float()[:, None]).square().sum(2)  # [B, K, H, W]
+    distance = distance.masked_fill(~candidates[:, :, None, None], float("inf"))
+    closest = distance.argmin(1)
+    reassign = background.to(segmentation.device)[segmentation] & candidates.any(1)[:, None, None]
+    return torch.where(reassign, closest, segmentation)
+
+
 def _ari_from_table(table: Tensor) -> Tensor:
     # Ordered pair counts, as sklearn.metrics.cluster.pair_confusion_matrix computes them;
     # exact in int64 (up to ~3e9 pixels per image), floats only for the final ratio.

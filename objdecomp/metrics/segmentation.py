@@ -2,7 +2,7 @@
 
 Per-image scores are averaged over images, not pooled over pixels (torchmetrics' own
 ``AdjustedRandScore`` pools all pixels of all images, which is not the object-centric
-literature's ARI; notes/stack.md). Every state is a sum or a count reduced with
+literature's ARI). Every state is a sum or a count reduced with
 ``dist_reduce_fx="sum"``, in float64 or int64, so that DDP equals one process and each image
 is counted once (``n_images``).
 """
@@ -80,9 +80,9 @@ class ARIFG(PerImageMean):
     """ARI over the ground-truth foreground pixels (``mask >= num_background``).
 
     All background entities are excluded, not only id 0 (Objects Room has four), and an
-    image without foreground is undefined rather than a perfect 1.0
-    (notes/multi_object_data.md, "Scoring pitfalls"). Deviation from DTI-Sprites' code: pixels
-    predicted as background are not reassigned to the closest object layer first.
+    image without foreground is undefined rather than a perfect 1.0 (which would inflate the
+    mean on sets with empty scenes). DTI-Sprites' variant, which first
+    reassigns pixels predicted as background to an object layer, is :class:`ARIFGDTI`.
     """
 
     def __init__(self, num_background: int = 1, **kwargs: Any):
@@ -91,6 +91,32 @@ class ARIFG(PerImageMean):
 
     def scores(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Tensor:
         return F.adjusted_rand_index(decomposition.segmentation(), batch["mask"],
+                                     valid=_foreground(batch, self.num_background))
+
+
+class ARIFGDTI(PerImageMean):
+    """ARI-FG as DTI-Sprites scores it (Sec. 4.1): pixels predicted as background are first
+    reassigned to the closest non-empty object layer
+    (:func:`functional.reassign_background_to_layers`), then ARI over the ground-truth
+    foreground. Needs ``layers``; object layers are the non-background components, empty
+    where ``classes`` is 0 (without ``classes`` every object layer counts as non-empty).
+    """
+
+    def __init__(self, num_background: int = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.num_background = num_background
+
+    def applies_to(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> bool:
+        return decomposition.layers is not None and super().applies_to(batch, decomposition)
+
+    def scores(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Tensor:
+        background = decomposition.background
+        candidates = ~background.to(decomposition.masks.device).expand(decomposition.masks.shape[:2])
+        if decomposition.classes is not None:
+            candidates = candidates & (decomposition.classes > 0)
+        segmentation = F.reassign_background_to_layers(
+            batch["image"], decomposition.segmentation(), decomposition.layers, background, candidates)
+        return F.adjusted_rand_index(segmentation, batch["mask"],
                                      valid=_foreground(batch, self.num_background))
 
 
@@ -156,8 +182,8 @@ class ForegroundSegmentation(DecompositionMetric):
 class BestPermutationForeground(DecompositionMetric):
     """ReDO's evaluation: the region permutation that matches the ground truth best.
 
-    ``acc``/``iou``: chosen per image, each independently, as the authors' code does
-    (notes/redo.md); ``acc_dataset``/``iou_dataset``: one permutation for every image, the
+    ``acc``/``iou``: chosen per image, each independently, as the authors' evaluation
+    code does; ``acc_dataset``/``iou_dataset``: one permutation for every image, the
     one with the best mean IoU (a stricter variant reported beside it). Candidates as in
     :func:`functional.region_foreground_scores`.
     """

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from objdecomp.nn.backbones import GroupedMLP
+from objdecomp.schedules import Curriculum
 
 
 def softclip(x: Tensor, slope: float = 0.01) -> Tensor:
@@ -227,6 +228,9 @@ class TransformSequence(nn.Module):
         parsed = parse_sequence(spec)
         self.names = [name for name, _ in parsed]
         self.epochs = [epoch for _, epoch in parsed]
+        # How many modules are on at each epoch; the first is on from epoch 0 whatever its
+        # ``@E`` (so "proj@150" alone trains proj from the start).
+        self.curriculum = Curriculum(self.epochs, minimum=min(1, len(self.epochs)), unit="epoch")
         self.transforms = nn.ModuleList(build_transform(n, channels, scale) for n in self.names)
         self.heads = nn.ModuleList(GroupedMLP(groups, in_features, t.num_params, hidden)
                                    for t in self.transforms)
@@ -237,7 +241,7 @@ class TransformSequence(nn.Module):
 
     def set_epoch(self, epoch: int) -> int:
         """Switch on the modules whose curriculum epoch has come (the first is always on)."""
-        count = max(sum(e <= epoch for e in self.epochs), min(1, len(self.epochs)))
+        count = int(self.curriculum(0, epoch))
         self.num_active.fill_(count)
         return count
 

@@ -6,45 +6,37 @@ composited with a predicted occlusion matrix (Eq. 2). Training minimises Eq. 5: 
 the best sprite per layer (greedy Algorithm 1 or exhaustive search, :mod:`.selection`) and the
 squared error of its composite. λ only steers the selection (it is constant given the choice).
 
-Schedules of appendix C.2-C.3, all epoch-indexed and logged under ``schedule/``: the
-curriculum of transformation modules (``@E`` in the sequence strings), sprites frozen for the
-first epochs, reassignment of rarely used sprites, learning-rate drops at ``milestones``.
+Schedules of appendix C.2-C.3, all epoch-indexed :mod:`objdecomp.schedules` objects logged
+under ``schedule/``: the curriculum of transformation modules (``@E`` in the sequence strings),
+sprites frozen for the first epochs, learning-rate drops at ``milestones``; and reassignment of
+rarely used sprites every ``reassign_every`` steps. DTI's ARI-FG protocol (predicted background
+reassigned to the closest non-empty layer) is the metric
+:class:`~objdecomp.metrics.ARIFGDTI`, logged as ``ari_fg_dti``.
 
 Deliberate deviations (each also noted where it happens): the positioning module starts at the
 identity in pixels (:mod:`objdecomp.nn.transforms`); sprite usage for reassignment is counted
-over all layers (the authors' code samples one layer); ARI-FG reassigns predicted background
-pixels to the closest *non-empty* layer.
+over all layers (the authors' code samples one layer).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Dict, List, Literal, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from objdecomp.compositing import composite, ownership
 from objdecomp.methods.base import DecompositionModule
 from objdecomp.methods.dti_sprites.networks import DTISpritesNet, Prediction
 from objdecomp.methods.dti_sprites.pictures import decomposition_figure, sprite_sheet
 from objdecomp.methods.dti_sprites.selection import exhaustive_selection, greedy_selection
-from objdecomp.metrics.functional import adjusted_rand_index
+from objdecomp.schedules import Piecewise, StepDecay, as_lr_lambda, current, log_schedules
+from objdecomp.training import EmulatedBF16Warning, ExactResume, NonFiniteLossGuard
 from objdecomp.types import Decomposition
 
 REASSIGN_NOISE = 1e-4  # scale of the noise added to a reassigned sprite (authors' code)
-
-
-class MilestoneDecay:
-    """Learning-rate factor ``gamma ** (milestones passed)``; a class so LambdaLR can save it."""
-
-    def __init__(self, milestones: List[int], gamma: float = 0.1):
-        self.milestones, self.gamma = sorted(milestones), gamma
-
-    def __call__(self, epoch: int) -> float:
-        return self.gamma ** bisect_right(self.milestones, epoch)
+LR_DROP = 0.1  # C.2: learning rates are multiplied by 0.1 at each milestone
 
 
 class DTISprites(DecompositionModule):
@@ -108,11 +100,10 @@ class DTISprites(DecompositionModule):
                                  occlusion == "learned", encoder, encoder_pool, encoder_width)
         if background_init is not None:
             torch.nn.init.constant_(self.net.backgrounds, background_init)
+        # 1 while the sprites are frozen (C.2); the buffer keeps the state in checkpoints.
+        self.sprite_freeze = Piecewise({0: 1.0, freeze_sprites_epochs: 0.0}, unit="epoch")
         self.register_buffer("frozen", torch.tensor(freeze_sprites_epochs > 0))
         self.register_buffer("usage", torch.zeros(num_sprites, dtype=torch.long))
-        self.val_ari_fg_dti = MeanMetric(nan_strategy="ignore")
-        self.test_ari_fg_dti = MeanMetric(nan_strategy="ignore")
-        self._figure: Optional[Tuple[Tensor, Decomposition]] = None
         if channels_last:
             self.net.encoder.to(memory_format=torch.channels_last)
 
@@ -168,10 +159,12 @@ class DTISprites(DecompositionModule):
         classes = torch.cat([torch.zeros_like(ids[:, :1]), torch.where(objects < k, objects + 1, 0)], 1)
         background = torch.zeros(ids.shape[1], dtype=torch.bool, device=ids.device)
         background[0] = True
-        decomposition = Decomposition(recon.clamp(0, 1), ownership(weights), background,
-                                      colors.clamp(0, 1), classes, (objects < k).sum(1))
-        self._figure = (images[:8], decomposition)  # for pictures(), right after the callback's call
-        return decomposition
+        return Decomposition(recon.clamp(0, 1), ownership(weights), background,
+                             colors.clamp(0, 1), classes, (objects < k).sum(1))
+
+    def pictures(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Dict[str, Tensor]:
+        return {"sprites": sprite_sheet(self.net),
+                "figure": decomposition_figure(batch["image"], decomposition)}
 
     # --- training -------------------------------------------------------------------------
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -195,38 +188,43 @@ class DTISprites(DecompositionModule):
         optimizer = torch.optim.Adam([{"params": prototypes, "weight_decay": 0.0, "lr": sprite_lr},
                                       {"params": networks, "weight_decay": self.hparams.weight_decay}],
                                      lr=self.hparams.lr)
-        milestones = self.hparams.milestones or []
-        sprite_milestones = milestones if self.hparams.lr_drop_sprites else []
-        decays = [MilestoneDecay(sprite_milestones), MilestoneDecay(milestones)]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decays)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, [as_lr_lambda(decay) for decay in self.learning_rate_decays()])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
+    def learning_rate_decays(self) -> List[StepDecay]:
+        """Factors of the sprites' and the networks' learning rates, by epoch (C.2)."""
+        milestones = self.hparams.milestones or []
+        sprite_milestones = milestones if self.hparams.lr_drop_sprites else []
+        return [StepDecay(sprite_milestones, LR_DROP, unit="epoch"),
+                StepDecay(milestones, LR_DROP, unit="epoch")]
+
+    def configure_callbacks(self):
+        return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]
+
     def on_fit_start(self) -> None:
-        super().on_fit_start()
         if self.hparams.background_init is None and self.global_step == 0 and self.net.num_backgrounds:
             self._init_backgrounds_from_data()
 
     def _init_backgrounds_from_data(self, count: int = 100) -> None:
-        """C.2: backgrounds start as the mean of (here: 100 evenly spaced) training images."""
+        """C.2: backgrounds start as the mean of training images (here the first 100)."""
         datamodule = self.trainer.datamodule
-        dataset = getattr(datamodule, "datasets", {}).get("train") if datamodule is not None else None
-        if dataset is None:
+        batch = datamodule.sample_batch("train", count) if datamodule is not None else None
+        if batch is None:
             return
-        picks = torch.linspace(0, len(dataset) - 1, min(count, len(dataset))).long().tolist()
-        mean = torch.stack([dataset[i]["image"] for i in picks]).mean(0)
         with torch.no_grad():
-            self.net.backgrounds.copy_(mean.to(self.net.backgrounds))
+            self.net.backgrounds.copy_(batch["image"].mean(0).to(self.net.backgrounds))
 
     def on_train_epoch_start(self) -> None:
         """Epoch-indexed schedules of C.2: curriculum, frozen sprites; logged with the lr."""
-        epoch = self.current_epoch
-        active = {name: seq.set_epoch(epoch) for name, seq in
-                  zip(("layer", "sprite", "background"), self.net.sequences)}
-        self.frozen.fill_(epoch < self.hparams.freeze_sprites_epochs)
+        for sequence in self.net.sequences:
+            sequence.set_epoch(self.current_epoch)
+        self.frozen.fill_(current(self, self.sprite_freeze) > 0)
         groups = self.optimizers().param_groups
-        self.log_dict({**{f"schedule/{k}_modules": float(v) for k, v in active.items()},
-                       "schedule/sprites_frozen": float(self.frozen),
-                       "schedule/lr_sprites": groups[0]["lr"], "schedule/lr_networks": groups[1]["lr"]})
+        curricula = {f"{name}_modules": sequence.curriculum for name, sequence in
+                     zip(("layer", "sprite", "background"), self.net.sequences)}
+        log_schedules(self, {**curricula, "sprites_frozen": self.sprite_freeze,
+                             "lr_sprites": groups[0]["lr"], "lr_networks": groups[1]["lr"]})
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         every = self.hparams.reassign_every
@@ -257,48 +255,3 @@ class DTISprites(DecompositionModule):
                 if key in state:
                     state[key][target] = state[key][source]
         return rare
-
-    # --- evaluation -----------------------------------------------------------------------
-    def validation_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
-        self._update_ari_fg_dti(batch, self._evaluate(batch, self.val_metrics), self.val_ari_fg_dti)
-
-    def test_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
-        self._update_ari_fg_dti(batch, self._evaluate(batch, self.test_metrics), self.test_ari_fg_dti)
-
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        self._log_ari_fg_dti("val", self.val_ari_fg_dti)
-
-    def on_test_epoch_end(self) -> None:
-        super().on_test_epoch_end()
-        self._log_ari_fg_dti(self.evaluated_split, self.test_ari_fg_dti)
-
-    def _update_ari_fg_dti(self, batch: Dict[str, Tensor], decomposition: Decomposition,
-                           metric: MeanMetric) -> None:
-        if "mask" in batch and self.num_background > 0:
-            segmentation = foreground_reassigned(batch["image"], decomposition)
-            valid = batch["mask"] >= self.num_background
-            metric.update(adjusted_rand_index(segmentation, batch["mask"], valid).float())
-
-    def _log_ari_fg_dti(self, split: str, metric: MeanMetric) -> None:
-        if metric.update_called:
-            self.log(f"{split}/ari_fg_dti", metric.compute(), sync_dist=False)
-        metric.reset()
-
-    def pictures(self) -> Dict[str, Tensor]:
-        pictures = {"sprites": sprite_sheet(self.net)}
-        if self._figure is not None:
-            pictures["figure"] = decomposition_figure(*self._figure)
-        return pictures
-
-
-def foreground_reassigned(images: Tensor, decomposition: Decomposition) -> Tensor:
-    """DTI's ARI-FG segmentation (Sec. 4.1): pixels predicted as background go to the non-empty
-    object layer whose transformed colour is closest to the input pixel."""
-    segmentation = decomposition.segmentation()
-    distance = (decomposition.layers[:, 1:] - images[:, None]).square().sum(2)  # [B, L, H, W]
-    nonempty = decomposition.classes[:, 1:] > 0
-    distance = distance.masked_fill(~nonempty[:, :, None, None], float("inf"))
-    closest = distance.argmin(1) + 1
-    reassign = (segmentation == 0) & nonempty.any(1)[:, None, None]
-    return torch.where(reassign, closest, segmentation)

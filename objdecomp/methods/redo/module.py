@@ -16,7 +16,7 @@ Deliberate deviations, each flagged where it happens:
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +24,10 @@ from torch import Tensor
 
 from objdecomp.methods.base import DecompositionModule
 from objdecomp.methods.redo.networks import ReDONetworks
-from objdecomp.methods.redo.pictures import picture_batch, redrawing_figure
+from objdecomp.methods.redo.pictures import PICTURE_IMAGES, redrawing_figure
 from objdecomp.nn.gan import hinge_d_loss, hinge_g_loss
+from objdecomp.training import (AlternatingUpdates, EmulatedBF16Warning, ExactResume,
+                                NonFiniteLossGuard, Player)
 from objdecomp.types import Decomposition
 
 
@@ -58,6 +60,14 @@ class ReDO(DecompositionModule):
             faster on this CPU, and the layout tensor-core GPUs prefer; same results).
     """
 
+    parameters_without_gradient_at_first_step = {
+        f"*.{name}.*": "SAGAN self-attention adds gamma * attention with gamma = 0 at first, "
+                       "so no gradient reaches its inner weights before gamma moves"
+        for name in ("query", "key", "value", "out")}
+    rank_local_tensors = {
+        "_share_sum": "per-rank region shares; CollapseRestart averages them over ranks itself",
+    }
+
     def __init__(self, num_regions: int = 2, z_dim: int = 32, lambda_z: float = 5.0,
                  lr: float = 1e-4, mask_lr: float = 1e-5, mask_weight_decay: float = 1e-4,
                  betas: Tuple[float, float] = (0.0, 0.9), discriminator_lr: Optional[float] = None,
@@ -83,6 +93,9 @@ class ReDO(DecompositionModule):
             lr, mask_lr, mask_weight_decay, tuple(float(b) for b in betas))
         self.discriminator_lr = lr if discriminator_lr is None else discriminator_lr
         self.discriminator_steps = discriminator_steps
+        # Algorithm 1: one G/F/δ update, then D's; each update counts as an optimizer step, so
+        # global_step advances by 1 + discriminator_steps per batch.
+        self.updates = AlternatingUpdates([Player("g"), Player("d", steps=discriminator_steps)])
         self._network_args = dict(
             image_size=image_size, channels=channels, num_regions=num_regions, z_dim=z_dim,
             mask_width=mask_width, mask_res_blocks=mask_res_blocks, temperature=temperature,
@@ -111,12 +124,10 @@ class ReDO(DecompositionModule):
         layers = images[:, None].expand(-1, self.num_regions, -1, -1, -1)
         return Decomposition(recon=images, masks=masks, background=background, layers=layers)
 
-    def pictures(self) -> Dict[str, Tensor]:
-        """Fig. 2-style grid on the first validation images (callbacks/pictures.py saves it)."""
-        batch = picture_batch(self)
-        if batch is None:
-            return {}
-        return {"redrawing": redrawing_figure(self.nets, batch, self.num_background)}
+    def pictures(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Dict[str, Tensor]:
+        """Fig. 2-style grid on the first images of the batch (callbacks/pictures.py saves it)."""
+        first = {k: v[:PICTURE_IMAGES] for k, v in batch.items()}
+        return {"redrawing": redrawing_figure(self.nets, first, self.num_background)}
 
     # --- training (Algorithm 1) ------------------------------------------------------------------
     def configure_optimizers(self):
@@ -129,11 +140,13 @@ class ReDO(DecompositionModule):
         ], betas=self.betas)  # Adam is per-parameter: one optimizer with groups = three Adams
         discriminator_step = torch.optim.Adam(nets.discriminator.parameters(),
                                               lr=self.discriminator_lr, betas=self.betas)
-        return [generator_step, discriminator_step]
+        return [generator_step, discriminator_step]  # the order of the players
+
+    def configure_callbacks(self):
+        return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]
 
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
         images = self._network_input(batch["image"])
-        generator_opt, discriminator_opt = self.optimizers()
         terms: Dict[str, Tensor] = {}
 
         def generator_loss() -> Tensor:
@@ -141,11 +154,9 @@ class ReDO(DecompositionModule):
             terms["g_adv"], terms["z_rec"] = adversarial.detach(), z_error.detach()
             return adversarial + self.lambda_z * z_error
 
-        terms["g"] = self.optimizer_step_on(generator_opt, generator_loss)
-        for _ in range(self.discriminator_steps):
-            terms["d"] = self.optimizer_step_on(discriminator_opt,
-                                                lambda: self._discriminator_loss(images))
-        self.log_losses(terms)
+        totals = self.updates.step(self, {"g": generator_loss,
+                                          "d": lambda: self._discriminator_loss(images)})
+        self.log_losses({**terms, **totals})
 
     def _network_input(self, images: Tensor) -> Tensor:
         """Images in [0, 1] -> [-1, 1] (the generators end with tanh), in the nets' layout."""

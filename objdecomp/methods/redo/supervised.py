@@ -20,6 +20,7 @@ from torch import Tensor
 from objdecomp.methods.base import DecompositionModule
 from objdecomp.methods.redo.networks import MaskNetwork
 from objdecomp.nn.gan import orthogonal_init_
+from objdecomp.training import EmulatedBF16Warning, ExactResume, NonFiniteLossGuard
 from objdecomp.types import Decomposition
 
 
@@ -61,3 +62,6 @@ class ReDOSupervised(DecompositionModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.mask.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+    def configure_callbacks(self):
+        return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]
