@@ -8,32 +8,17 @@ on different shapes (Fig. 2 and 3 of the paper).
 
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import Tensor
 from torchvision.utils import make_grid
 
-from datamodules.base import ObjectDataModule
 from objdecomp.visualize import to_rgb
 
 PICTURE_IMAGES = 5  # rows, as in Fig. 2
 REDRAWS_PER_REGION = 4  # columns per region, as in Fig. 2
 PICTURE_SEED = 0  # the fixed codes of the columns
-
-
-def picture_batch(module, num_images: int = PICTURE_IMAGES) -> Optional[Dict[str, Tensor]]:
-    """The first images of the validation split (test, then train, when it is empty), asked of
-    the datamodule, on the module's device; None outside a trainer or without data."""
-    trainer = getattr(module, "_trainer", None)
-    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
-    if not isinstance(datamodule, ObjectDataModule):
-        return None
-    for split in ("val", "test", "train"):
-        batch = datamodule.sample_batch(split, num_images)
-        if batch is not None:
-            return {k: v.to(module.device) for k, v in batch.items()}
-    return None
 
 
 @torch.no_grad()
