@@ -90,8 +90,8 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
             choice (ReDO's supervised baseline, §5.2 and Fig. 4: N labelled images; see
             datamodules/subsets.py); None trains on the whole training split.
         labelled_split: where the N images come from: ``train``, or ``val`` for a dataset whose
-            training images have no masks (LFW); the validation split is then the validation
-            images left out of the choice.
+            training images have no masks (LFW); validation then uses the validation images
+            left out of the choice. Evaluation (``test``, any ``test_split``) reads whole splits.
         labelled_seed: seed of the choice of the N images.
         min_epoch_items: the N images are cycled to at least this many items per epoch.
     """
@@ -117,8 +117,8 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         self.seed = seed
         self.labelled_subset, self.labelled_split = labelled_subset, labelled_split
         self.labelled_seed, self.min_epoch_items = labelled_seed, min_epoch_items
-        self.datasets: Dict[str, Dataset] = {}  # the datamodule's own: methods use sample_batch()
-        self._labelled_source: Optional[Dataset] = None
+        self.datasets: Dict[str, Dataset] = {}  # whole splits; methods use sample_batch()
+        self._labelled: Optional[Dict[str, Dataset]] = None
 
     # --- what a subclass provides -------------------------------------------------------
     @abstractmethod
@@ -141,13 +141,15 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
                   "predict": ("test",)}.get(stage, SPLITS)
         for split in wanted:
             self._split(split)
+        if stage == "fit":
+            self._fit_split("train")  # a labelled subset is chosen (and checked) before training
 
     def sample_batch(self, split: str, num_images: int) -> Optional[Dict[str, Tensor]]:
-        """The first ``num_images`` items of ``split`` collated into one CPU batch (for pictures),
-        setting the split up if needed; None for an unknown or empty split."""
+        """The first ``num_images`` items of ``split`` (as fitting reads it) collated into one CPU
+        batch, for pictures; sets the split up if needed; None for an unknown or empty split."""
         if split not in SPLITS:
             return None
-        dataset = self._split(split)
+        dataset = self._fit_split(split)
         indices = list(range(min(num_images, len(dataset))))
         if not indices:
             return None
@@ -155,16 +157,16 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         return default_collate(get_items(indices) if get_items else [dataset[i] for i in indices])
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        return self._loader(self._fit_split("train"), self.batch_size, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.eval_batch_size, shuffle=False)
+        return self._loader(self._fit_split("val"), self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_split, self.eval_batch_size, shuffle=False)
+        return self._loader(self._split(self.test_split), self.eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, shuffle=False)
+        return self._loader(self._split("test"), self.eval_batch_size, shuffle=False)
 
     def state_dict(self) -> Dict[str, int]:
         return {"seed": self.seed}
@@ -173,29 +175,35 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         self.seed = state["seed"]
 
     def _split(self, split: str) -> Dataset:
-        """The dataset of ``split``, made once."""
+        """The whole dataset of ``split``, made once."""
         if split not in self.datasets:
-            self.datasets[split] = self._make_split(split)
+            self.datasets[split] = self.make_dataset(split)
         return self.datasets[split]
 
-    def _make_split(self, split: str) -> Dataset:
-        """:meth:`make_dataset`, or the labelled subset for training (and the images left out
-        of it for validation when they come from ``val``)."""
-        if self.labelled_subset is None or split not in ("train", self.labelled_split):
-            return self.make_dataset(split)
-        if self._labelled_source is None:  # one dataset object shared by train and val
-            self._labelled_source = self.make_dataset(self.labelled_split)
-        source = self._labelled_source
+    def _fit_split(self, split: str) -> Dataset:
+        """What fitting trains (``train``) or selects models (``val``) on: the whole split, or
+        its part in the labelled subset."""
+        if self.labelled_subset is not None:
+            if self._labelled is None:
+                self._labelled = self._labelled_sets()
+            if split in self._labelled:
+                return self._labelled[split]
+        return self._split(split)
+
+    def _labelled_sets(self) -> Dict[str, Dataset]:
+        """The N chosen images, cycled, for training; the rest for validation when they are
+        validation images."""
+        source = self._split(self.labelled_split)
         if not 0 < self.labelled_subset <= len(source):
             raise ValueError(f"labelled_subset={self.labelled_subset} must be between 1 and the "
                              f"{len(source)} images of the '{self.labelled_split}' split")
         chosen, rest = labelled_indices(len(source), self.labelled_subset, self.labelled_seed)
-        if split == "train":
-            return RepeatedSubset(source, chosen, self.min_epoch_items)
-        return Subset(source, sorted(rest))  # validate on images not trained on
+        sets = {"train": RepeatedSubset(source, chosen, self.min_epoch_items)}
+        if self.labelled_split == "val":  # select models on validation images not trained on
+            sets["val"] = Subset(source, sorted(rest))
+        return sets
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = self._split(split)
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
         rank, world = self._rank_and_world()
         sampler = ShardedSampler(len(dataset), rank, world, shuffle=shuffle, even=shuffle,
                                  seed=self.seed)

@@ -131,6 +131,16 @@ def test_labelled_subset_of_val_validates_on_the_rest():
     assert len(torch.cat([train, val]).unique(dim=0)) == 8
 
 
+def test_evaluation_reads_whole_splits_whatever_the_labelled_subset():
+    data = tiny(labelled_subset=5, labelled_split="val", min_epoch_items=5)
+    data.setup("fit")
+    assert [len(data.train_dataloader().dataset), len(data.val_dataloader().dataset)] == [5, 3]
+    for split, size in (("train", 32), ("val", 8), ("test", 8)):  # objdecomp test --eval_split
+        data.test_split = split
+        data.setup("test")
+        assert len(data.test_dataloader().dataset) == size
+
+
 def test_labelled_subset_errors_name_the_problem():
     with pytest.raises(ValueError, match="labelled_split must be 'train' or 'val'"):
         tiny(labelled_subset=5, labelled_split="test")
