@@ -71,6 +71,12 @@ class DTISprites(DecompositionModule):
             CPU and on tensor-core GPUs; the results are the same).
     """
 
+    parameters_without_gradient_at_first_step = {
+        "net.sprites.*": "a sprite that no layer of the batch selects gets no gradient (Eq. 5 "
+                         "keeps the best sprite per layer), nor do frozen sprites (C.2)",
+        "net.backgrounds": "a background prototype that no image selects gets no gradient",
+    }
+
     def __init__(self, image_size: int = 64, channels: int = 3, max_objects: int = 1,
                  num_classes: int = 0, num_background: int = 1, init_checkpoint: Optional[str] = None,
                  num_sprites: Optional[int] = None, num_layers: Optional[int] = None,
