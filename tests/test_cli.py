@@ -10,7 +10,7 @@ import yaml
 
 from objdecomp.__main__ import main
 from objdecomp.cli import ObjdecompCLI
-from objdecomp.methods.base import NonFiniteLossError
+from objdecomp.training.nonfinite import NonFiniteLossError
 from objdecomp.runs import RunInfo
 
 TINY = {

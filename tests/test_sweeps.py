@@ -1,11 +1,12 @@
-"""Sweep files: every swept key is accepted by the CLI for the sweep's experiment."""
+"""Sweep files: the command names an experiment (the CLI reads its parents before it) and every
+swept key is accepted by the CLI for that experiment."""
 
 from pathlib import Path
 
 import pytest
 import yaml
 
-from objdecomp.cli import ObjdecompCLI
+from objdecomp.cli import ObjdecompCLI, is_experiment_file
 from objdecomp.paths import EXPERIMENTS, REPO_ROOT
 
 SWEEPS = sorted((EXPERIMENTS / "sweeps").glob("*.yaml"))
@@ -16,6 +17,8 @@ def test_sweep_arguments_parse(path: Path, capsys, monkeypatch):
     sweep = yaml.safe_load(path.read_text())
     command = sweep["command"]
     cli_args = command[command.index("fit"): command.index("${args}")]
+    configs = [cli_args[i + 1] for i, arg in enumerate(cli_args) if arg == "--config"]
+    assert any(is_experiment_file(REPO_ROOT / c) for c in configs), "a sweep tunes an experiment"
     # What the agent appends for one trial: the first value (or the minimum) of every parameter.
     trial = [f"--{key}={spec['values'][0] if 'values' in spec else spec['min']}"
              for key, spec in sweep["parameters"].items()]
