@@ -2,7 +2,7 @@
 
 The paper: "a uniform background on which we draw two colored MNIST numbers: one odd number
 and one even number. Odd and even numbers have colors sampled from different distributions",
-with n = 3 regions. The authors' code (notes/redo.md) settles the rest, which we follow:
+with n = 3 regions. The authors' code settles the rest, which we follow:
 digits resized to 56 px and thresholded, at random positions on a 128x128 canvas in random
 stacking order (a smaller ``image_size`` scales the digits with the canvas); the even digit's colour has R and G = B uniform in [0, 0.33], the odd
 digit's R = B and G uniform in [0.66, 1], the background's R = G and B uniform in

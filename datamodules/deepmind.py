@@ -1,6 +1,6 @@
 """DeepMind multi-object benchmarks: Multi-dSprites, Tetrominoes, CLEVR6 and Objects Room.
 
-The sources are sequential (GZIP TFRecords, ../shared/notes/multi_object_data.md), so
+The sources are sequential (GZIP TFRecords), so
 ``objdecomp data <name>`` converts one of them once into a random-access cache of uint8
 ``.npy`` files (datamodules/deepmind_prepare.py), and these datamodules memory-map it:
 
@@ -16,7 +16,7 @@ The sources are sequential (GZIP TFRecords, ../shared/notes/multi_object_data.md
 e.g. ``deepmind-colored_on_grayscale``. What each cache holds is in its ``meta.json``
 (``definition``) and in the table of datamodules/deepmind_prepare.py.
 
-Splits follow DTI-Sprites' code (unsupervised protocol, notes/dti_sprites.md): train on all
+Splits follow DTI-Sprites' code (its unsupervised protocol): train on all
 N images, validate on 100 random ones (numpy seed 42), test on the first 320, which are
 training images too.
 """
@@ -41,7 +41,7 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class MultiObjectSpec:
-    """On-disk layout and facts of one benchmark (../shared/notes/multi_object_data.md).
+    """On-disk layout and facts of one benchmark.
 
     Attributes:
         raw_size: ``(H, W)`` of the TFRecord images.

@@ -4,7 +4,7 @@ Files under ``root`` (``objdecomp data flowers`` fetches them): ``jpg/image_%05d
 ``segmim/segmim_%05d.jpg`` (the automatic segmentations, background painted blue),
 ``setid.mat`` (``trnid``/``valid``/``tstid``) and, for labels, ``imagelabels.mat``.
 
-ReDO's protocol (notes/redo.md): 6,149 training, 1,020 validation and 1,020 test images, which
+ReDO's protocol: 6,149 training, 1,020 validation and 1,020 test images, which
 its code obtains by swapping the official lists: train = ``tstid``, val = ``valid``, test =
 ``trnid``. Foreground = NOT(R == 0 or G == 0 or B == 254) on the segmentation JPEG, computed at
 full resolution. Images and masks are resized (short side 128, nearest neighbour, as ReDO's

@@ -2,7 +2,7 @@
 
 CIS §4.3 trains a segmentation network on two-object Multi-Texture scenes and then counts how
 often an object changes output channel along "sample sequences with varying positions and
-occlusions". The authors' generator (notes/cis.md; their ``PC`` mode) fixes the objects: the
+occlusions". The authors' generator (its ``PC`` mode) fixes the objects: the
 ellipse (drawn first, so in front) and the square, each offset from the centre by one of
 9 values per axis (0, +-6, +-12, +-18, +-24 px).
 

@@ -1,6 +1,6 @@
 """Multi-dSprites, procedurally: DeepMind's two coloured variants, DTI's 2-object subset, LAVAE's set.
 
-DeepMind's Multi-dSprites (multi_object_datasets README; notes/multi_object_data.md) scatters
+DeepMind's Multi-dSprites (multi_object_datasets README) scatters
 dSprites sprites (square, ellipse, heart with dSprites' 6 scales in [0.5, 1], 40 orientations
 in [0, 2pi] and 32x32 positions in [0, 1]) over a 64x64 background, later sprites occluding
 earlier ones:
@@ -189,7 +189,7 @@ class MultiDSpritesColoredDataModule(MultiDSpritesDataModule):
 
     Args:
         train_size: training images (CIS: the 1M records less its 2,000 test and 1,000
-            validation records, notes/cis.md).
+            validation records).
         val_size: validation images (1,000).
         test_size: test images (2,000: CIS scores 10 subsets of 200).
     """ + _LOADER_ARGS

@@ -2,7 +2,7 @@
 
 "1 to 4 shapes are randomly selected, and independently textured using randomly colorized
 chessboard patterns. Then, these textured objects are randomly placed on a randomly colorized
-wooden texture background." The authors' generator (notes/cis.md) fixes the rest, which we
+wooden texture background." The authors' generator fixes the rest, which we
 follow: 64x64 images; P(4) = .8, P(3) = .1, P(2) = .07, P(1) = .03 objects; each a square or
 an ellipse, translated only, by offsets uniform in +-32 px from the centre, redrawn while
 within L1 distance 10 of an earlier object; *earlier objects in front*; one hue shift
@@ -65,7 +65,7 @@ class TexturedShapes:
 
 @dataclass(frozen=True)
 class MultiTextureRenderer:
-    """CIS's Multi-Texture scenes: counts, placement rule and hue shifts of notes/cis.md."""
+    """CIS's Multi-Texture scenes: counts, placement rule and hue shifts of the authors' generator."""
 
     shapes: TexturedShapes = TexturedShapes()
     max_shift: float = 32.0  # offsets from the centre, uniform in +-max_shift px

@@ -302,7 +302,7 @@ class ProceduralDataModule(ObjectDataModule):
 
     Args:
         train_size, val_size, test_size: number of images per split.
-        eval_on_train: DTI-Sprites' unsupervised protocol (notes/dti_sprites.md): validation
+        eval_on_train: DTI-Sprites' unsupervised protocol (as its code evaluates): validation
             and test images are the *first* training images (test = training images
             0 .. test_size-1, drawn like training images). Off by default, which keeps the
             three splits disjoint.

@@ -2,7 +2,7 @@
 
 CIS textures each object with "randomly colorized chessboard patterns" and places the objects
 on "a randomly colorized wooden texture background"; its generator hue-shifts one fixed
-chessboard image per object and one fixed wood image per scene (notes/cis.md). Those images
+chessboard image per object and one fixed wood image per scene. Those images
 ship with the authors' code; ours are procedural stand-ins with the same roles: a fixed
 canvas-aligned chessboard of two colours, and fixed wood grain (distorted rings, light and
 dark bands), computed once per canvas size. Also the HSV <-> RGB conversions the colour laws

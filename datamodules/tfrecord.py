@@ -1,7 +1,7 @@
 """TFRecord files and ``tf.train.Example`` records without TensorFlow or protobuf.
 
 The DeepMind multi-object datasets ship as GZIP-compressed TFRecord files of serialized
-``tf.train.Example`` messages (../shared/notes/multi_object_data.md). Both formats are small
+``tf.train.Example`` messages. Both formats are small
 and stable, so they are read here by hand:
 
 * A TFRecord record is ``uint64 length | uint32 masked_crc32c(length) | data |
