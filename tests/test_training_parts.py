@@ -1,0 +1,136 @@
+"""The parts of objdecomp/training and the base's evaluation scores: alternating updates (order,
+ratios, clipping, counting), RNG state in checkpoints, per-image scores averaged exactly."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from objdecomp.training import AlternatingUpdates, ExactResume, Player
+from objdecomp.training.resume import restore_rng_states, rng_states
+from objdecomp.types import ContractError
+from tests.tiny import TinyMethod, TinySquaresDataModule
+
+pytestmark = pytest.mark.filterwarnings("ignore:You defined a `validation_step` but have no")
+
+
+def trainer(**kwargs) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False,
+                      limit_val_batches=0, num_sanity_val_steps=0, **kwargs)
+
+
+class Game(pl.LightningModule):
+    """Three one-parameter players: ``a`` every batch, ``b`` three times in a row, ``c`` on one
+    batch in two, clipped at norm 0.5; every loss also reads the other players' parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+        self.a, self.b, self.c = (nn.Parameter(torch.ones(1)) for _ in range(3))
+        self.updates = AlternatingUpdates([Player("a"), Player("b", steps=3),
+                                           Player("c", every=2, gradient_clip_val=0.5)])
+        self.calls, self.grad_norms = [], []
+
+    def loss(self, name: str):
+        def value():
+            self.calls.append(name)
+            others = [p for n, p in (("a", self.a), ("b", self.b), ("c", self.c)) if n != name]
+            assert all(not p.requires_grad for p in others)  # toggled off for this update
+            return 10 * getattr(self, name).sum() + sum(p.sum() for p in others)
+        return value
+
+    def training_step(self, batch, batch_idx):
+        self.updates.step(self, {name: self.loss(name) for name in "abc"})
+
+    def on_before_optimizer_step(self, optimizer):
+        self.grad_norms.append(float(sum(p.grad.norm() for g in optimizer.param_groups
+                                         for p in g["params"] if p.grad is not None)))
+
+    def configure_optimizers(self):
+        return [torch.optim.SGD([p], lr=0.1) for p in (self.a, self.b, self.c)]
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(3, 1), batch_size=1)
+
+
+def test_players_update_in_order_with_their_ratios_and_clipping():
+    game = Game()
+    run = trainer(max_epochs=1)
+    run.fit(game)
+    assert game.calls == ["a", "b", "b", "b", "c",  # batch 0: c plays
+                          "a", "b", "b", "b",  # batch 1: c sits out
+                          "a", "b", "b", "b", "c"]
+    assert run.global_step == game.updates.optimizer_steps(3) == 14
+    assert game.grad_norms[4] == pytest.approx(0.5)  # c's gradient 10, clipped
+    assert game.grad_norms[0] == pytest.approx(10.0)  # a's, not clipped
+
+
+def test_alternating_updates_refuse_a_mismatch():
+    with pytest.raises(ValueError, match="differ"):
+        AlternatingUpdates([Player("g"), Player("g")])
+    with pytest.raises(ValueError, match="at least 1"):
+        Player("d", steps=0)
+    game = Game()
+    game.updates = AlternatingUpdates([Player("a"), Player("b")])
+    with pytest.raises(ValueError, match="2 players but 3 optimizers"):
+        trainer(max_epochs=1).fit(game)
+
+
+def test_rng_states_restore_every_generator():
+    states = rng_states()
+    drawn = (torch.rand(3), np.random.rand(3), random.random())
+    restore_rng_states(states)
+    again = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(drawn[0], again[0]) and np.array_equal(drawn[1], again[1])
+    assert drawn[2] == again[2]
+
+
+def test_checkpoints_carry_rng_states_that_load_with_weights_only(tmp_path):
+    model = TinyMethod(image_size=16, max_objects=3, num_classes=2)
+    run = trainer(max_steps=2, default_root_dir=tmp_path)
+    run.fit(model, TinySquaresDataModule())
+    assert any(isinstance(c, ExactResume) for c in run.callbacks)  # from configure_callbacks
+    run.save_checkpoint(tmp_path / "last.ckpt")
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert set(checkpoint["rng_states"]) == {"torch", "numpy", "python", "cuda"}
+    expected = torch.rand(4, generator=torch.Generator().set_state(checkpoint["rng_states"]["torch"]))
+    ExactResume().on_load_checkpoint(run, model, checkpoint)
+    assert torch.equal(torch.rand(4), expected)
+
+
+class Scored(TinyMethod):
+    """Scores each image by its mean brightness (a stand-in for an ELBO)."""
+
+    evaluation_scores = ("brightness",)
+
+    def score_images(self, batch, decomposition):
+        return {"brightness": batch["image"].mean((1, 2, 3)) * self.hparams.scale}
+
+    def __init__(self, scale: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+
+
+def test_evaluation_scores_are_the_exact_mean_over_the_split():
+    data = TinySquaresDataModule(test_size=21, eval_batch_size=4)  # uneven last batch
+    run = trainer()
+    (logged,) = run.test(Scored(image_size=16, max_objects=3, num_classes=2), data, verbose=False)
+    data.setup("test")
+    images = data.sample_batch("test", 21)["image"]
+    assert logged["test/brightness"] == pytest.approx(images.mean().item(), abs=1e-6)
+
+
+def test_evaluation_scores_of_the_wrong_shape_are_a_contract_error():
+    class Broken(Scored):
+        def score_images(self, batch, decomposition):
+            return {"brightness": batch["image"].mean()}
+
+    with pytest.raises(ContractError, match="'brightness' of shape"):
+        trainer().test(Broken(image_size=16, max_objects=3, num_classes=2),
+                       TinySquaresDataModule(test_size=4), verbose=False)
