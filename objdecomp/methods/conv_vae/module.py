@@ -1,4 +1,4 @@
-"""The convolutional β-VAE: the baseline of LAVAE (Dittadi & Winther 2019, §2.1 and appendix B).
+"""The convolutional β-VAE: the baseline of LAVAE (Dittadi & Winther 2019, §3 and appendix B).
 
 A VAE whose latent variables form a 3D tensor (16 × 8 × 8 = d_VAE = 1024 for 64×64 images)
 so that encoder and decoder are fully convolutional (:mod:`.networks`). Prior N(0, I), diagonal
