@@ -134,3 +134,28 @@ def test_evaluation_scores_of_the_wrong_shape_are_a_contract_error():
     with pytest.raises(ContractError, match="'brightness' of shape"):
         trainer().test(Broken(image_size=16, max_objects=3, num_classes=2),
                        TinySquaresDataModule(test_size=4), verbose=False)
+
+
+def test_a_resumed_stochastic_run_equals_the_uninterrupted_one(tmp_path):
+    """DTI-Sprites draws its mask noise from the global RNG; with ExactResume, resuming from
+    the checkpoint a run wrote after its first epoch gives its final weights bit for bit."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from tests.test_methods import tiny_dti_sprites
+
+    def fit(ckpt_path=None, callbacks=()):
+        torch.manual_seed(0)
+        model = tiny_dti_sprites()
+        run = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, max_steps=4,
+                         default_root_dir=tmp_path, callbacks=list(callbacks))
+        run.fit(model, TinySquaresDataModule(train_size=16, batch_size=8), ckpt_path=ckpt_path)
+        return model
+
+    saver = ModelCheckpoint(tmp_path / "checkpoints", every_n_train_steps=2, save_top_k=-1)
+    straight = fit(callbacks=[saver])  # 2 steps per epoch: a checkpoint after epoch 0
+    torch.manual_seed(12345)  # what ran in between must not matter
+    resumed = fit(ckpt_path=tmp_path / "checkpoints" / "epoch=0-step=2.ckpt")
+    assert straight.state_dict().keys() == resumed.state_dict().keys()
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name

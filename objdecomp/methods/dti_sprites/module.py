@@ -209,7 +209,10 @@ class DTISprites(DecompositionModule):
         return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]
 
     def on_fit_start(self) -> None:
-        if self.hparams.background_init is None and self.global_step == 0 and self.net.num_backgrounds:
+        # Only from scratch: Lightning calls this hook after restoring a checkpoint's weights
+        # but before its counters (global_step is still 0 when resuming).
+        from_scratch = self.trainer.ckpt_path is None and not self.init_checkpoint
+        if self.hparams.background_init is None and from_scratch and self.net.num_backgrounds:
             self._init_backgrounds_from_data()
 
     def _init_backgrounds_from_data(self, count: int = 100) -> None:
