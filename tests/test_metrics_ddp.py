@@ -25,7 +25,7 @@ def free_port() -> int:
 def test_two_process_metrics_equal_single_process(tmp_path):
     out = tmp_path / "ddp.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    # A script under torch.distributed.run, never mp.spawn / ddp_spawn (notes/stack.md).
+    # A script under torch.distributed.run, as real multi-process runs start (not mp.spawn).
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                f"--master_port={free_port()}", str(REPO / "tests" / "ddp_metrics_worker.py"),
                str(out)]

@@ -83,7 +83,7 @@ def test_ari_fg_excludes_every_background_entity():
 
 
 def test_ari_fg_of_a_single_perfect_object_is_one():
-    # DeepMind's segmentation_metrics gives NaN here (notes/multi_object_data.md); sklearn 1.0.
+    # DeepMind's segmentation_metrics gives NaN here (0 / 0); sklearn gives 1.0.
     target = torch.tensor([[0, 0, 1, 1, 1]])
     assert F.adjusted_rand_index(torch.tensor([[3, 3, 5, 5, 5]]), target, target >= 1).item() == 1.0
     split = torch.tensor([[3, 3, 5, 5, 6]])

@@ -1,4 +1,4 @@
-"""ReDO's four networks (Chen et al. 2019, §4; ../shared/notes/redo.md for the code's details).
+"""ReDO's four networks (Chen et al. 2019, §4; where the paper is silent, as the authors' code).
 
 - :class:`MaskNetwork` F: PSPNet-inspired fully convolutional mask extractor, no spectral norm.
 - :class:`RegionGenerator` G_k: SAGAN-style generator conditioned on the region's mask and
@@ -227,7 +227,7 @@ class ReDONetworks(nn.Module):
         return images + mask * (appearance - images)
 
     def redraw_all(self, images: Tensor, masks: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-        """Every region redrawn, as the authors' code does (notes/redo.md).
+        """Every region redrawn in one pass, as the authors' code trains (``redraw="all"``).
 
         Args:
             z: ``[B, n, z_dim]``, one code per region.
