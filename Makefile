@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OBJDECOMP := $(PY) -m objdecomp
 RESULTS := $(or $(OBJDECOMP_RESULTS),results)
-BASE := experiments/_base/default.yaml
+# An experiment file names its parent; the CLI reads _base/default.yaml and the parents before it
+# (objdecomp.cli.experiment_config_files), so one --config is the whole experiment.
 EXP_FILE = experiments/$(EXP).yaml
 
 .PHONY: help install test test-slow train eval tables sweep data gallery demo \
@@ -21,7 +22,8 @@ help:
 	@echo "make sweep SWEEP=<name>           create a W&B sweep from experiments/sweeps/<name>.yaml and run an agent"
 	@echo "make data DATASET=<name>          download, verify and prepare a real dataset"
 	@echo "make gallery DATASET=<name>       PNG grid of a dataset's samples and ground truth"
-	@echo "make bench-metrics | bench-data | bench-learn EXP=<name> | bench-speed | bench-speed-redo"
+	@echo "make bench-learn EXP=<name>        learning check of any experiment (benchmarks/bench_learn.py; ARGS=--minutes 30 | --steps N)"
+	@echo "make bench-metrics | bench-data | bench-speed | bench-speed-redo"
 	@echo "make figure4                      ReDO's Figure 4 (supervised curve vs unsupervised) as PNG"
 
 $(PY):
@@ -39,14 +41,14 @@ test-slow:
 	$(PY) -m pytest -q -m slow
 
 experiments:
-	@cd experiments && find . -name '*.yaml' -not -path './_base/*' -not -path './sweeps/*' | sed 's|^\./||; s|\.yaml$$||' | sort
+	@cd experiments && find . -name '*.yaml' -not -path './_base/*' -not -path './sweeps/*' -not -name paper_tables.yaml | sed 's|^\./||; s|\.yaml$$||' | sort
 
 check-exp:
 	@if [ -z "$(EXP)" ] || [ ! -f "$(EXP_FILE)" ]; then \
 	  echo "unknown experiment '$(EXP)' (no $(EXP_FILE)). Experiments:"; $(MAKE) --no-print-directory experiments; exit 2; fi
 
 train: check-exp
-	$(OBJDECOMP) fit --config $(BASE) --config $(EXP_FILE) --experiment $(EXP) $(ARGS)
+	$(OBJDECOMP) fit --config $(EXP_FILE) --experiment $(EXP) $(ARGS)
 
 eval:
 	@[ -z "$(EXP)" ] || $(MAKE) --no-print-directory check-exp EXP=$(EXP)
@@ -57,7 +59,7 @@ eval:
 	    [ -z "$(EXP)" ] && continue; \
 	    echo "no checkpoint for $$exp under $(RESULTS)/$$exp/*/checkpoints/; train it first or pass CKPT=<path>"; exit 2; fi; \
 	  for split in $$($(OBJDECOMP) tables --splits $$exp); do \
-	    $(OBJDECOMP) test --config $(BASE) --config experiments/$$exp.yaml --experiment $$exp \
+	    $(OBJDECOMP) test --config experiments/$$exp.yaml --experiment $$exp \
 	      --ckpt_path="$$ckpt" --eval_split $$split $(ARGS) || status=1; \
 	  done; \
 	done; exit $$status
@@ -87,9 +89,9 @@ bench-metrics:
 bench-data:
 	$(PY) benchmarks/bench_data.py
 
-# The learning check of the experiment's method: ReDO's for redo_* experiments, else DTI-Sprites'.
+# The learning check of any method: its experiment trained for a budget, evaluated as `objdecomp test` does.
 bench-learn: check-exp
-	$(PY) benchmarks/bench_$(if $(findstring redo_,$(EXP)),redo,dti)_learn.py --exp $(EXP) $(ARGS)
+	$(PY) benchmarks/bench_learn.py --exp $(EXP) $(ARGS)
 
 bench-speed:
 	$(PY) benchmarks/bench_dti_speed.py $(ARGS)

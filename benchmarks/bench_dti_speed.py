@@ -2,8 +2,8 @@
 
     python benchmarks/bench_dti_speed.py [--threads 2] [--steps 10] [--precision fp32 bf16]
 
-Each config runs in its own process (so peak RSS is per config): the model is built from
-``experiments/dti_sprites_<name>.yaml`` with its datamodule's facts (no data needed), every
+Each config runs in its own process (so peak RSS is per config): the model is built by the CLI
+from ``experiments/dti_sprites_<name>.yaml`` with its datamodule's facts (no data needed), every
 transformation module of the curriculum switched on and the sprites unfrozen (the late, most
 expensive phase), then trained on random batches of 32 images: forward (encoder, heads, all
 candidates rendered, greedy selection, selected layers rendered again, composite), backward and
@@ -12,7 +12,7 @@ forward and backward alone on the same batch (the paper prescribes the architect
 FLOPs (``enc GF``, counted by torch's FlopCounterMode) and the time they take at this
 device's measured fp32 matmul rate (``floor``, for fp32 rows: that arithmetic cannot go
 faster here short of doing fewer multiplications, e.g. Winograd convolutions), peak RSS,
-and the authors' code measured on this machine type (../shared/notes/dti_sprites.md). On a
+and the authors' code measured on this machine type (2 threads). On a
 GPU it times CUDA steps instead (synchronised). ``bf16`` runs the encoder under bf16
 autocast (the rendering, selection and compositing stay in float32, as in training with
 ``bf16-mixed``).
@@ -27,33 +27,25 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from machine import machine_line, matmul_gflops, native_bf16, sync
 
-ROOT = Path(__file__).resolve().parents[1]
-AUTHORS_S_PER_STEP = {"tetrominoes": 0.29, "multi_dsprites": 0.93, "clevr6": 18.2}  # 2 threads, notes
+AUTHORS_S_PER_STEP = {"tetrominoes": 0.29, "multi_dsprites": 0.93, "clevr6": 18.2}  # 2 threads, same host type
 TARGET_FRACTION = {"tetrominoes": 0.5, "multi_dsprites": 0.5, "clevr6": 0.25}  # the issue's targets
 
 
 def build(name: str):
     """The experiment's model with its datamodule's facts, in its late training phase."""
-    import importlib
+    from objdecomp.cli import ObjdecompCLI, config_arguments
 
-    import yaml
-
-    from objdecomp.methods.dti_sprites import DTISprites
-
-    config = yaml.safe_load((ROOT / f"experiments/dti_sprites_{name}.yaml").read_text())
-    module, _, cls = config["data"]["class_path"].rpartition(".")
-    data_class = getattr(importlib.import_module(module), cls)
-    facts = {k: getattr(data_class, k) for k in
-             ("image_size", "channels", "max_objects", "num_classes", "num_background")}
-    model = DTISprites(**config["model"]["init_args"], **facts)
+    # Read and instantiated as `objdecomp fit` would (facts linked by the CLI; no data read).
+    cli = ObjdecompCLI(args=[*config_arguments(f"dti_sprites_{name}"), "--trainer.logger=false"],
+                       run=False)
+    model = cli.model
     for sequence in model.net.sequences:
         sequence.set_epoch(10**6)  # all transformation modules on
     model.frozen.fill_(False)
-    return model, facts
+    return model, cli.datamodule.facts
 
 
 def run_one(name: str, steps: int, precision: str, threads: int) -> dict:

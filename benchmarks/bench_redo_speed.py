@@ -3,10 +3,10 @@
     python benchmarks/bench_redo_speed.py --threads 2 --iterations 5
     python benchmarks/bench_redo_speed.py --device cuda --precision 32 bf16-mixed --iterations 50
 
-The model is ``ReDO()`` with its defaults, which are the paper's Flowers configuration
-(128x128, n = 2, z of 32, F nfM = 64, G_k nfX = 32, D and δ nf = 64, self-attention in G_k
-and D); the batch is 25 images (§4). Each iteration runs through Lightning exactly as in
-training (manual optimisation, the base module's toggling recipe); data loading is not
+The model is the paper's Flowers configuration, ``experiments/redo_flowers.yaml`` read by
+the CLI (128x128, n = 2, z of 32, F nfM = 64, G_k nfX = 32, D and δ nf = 64, self-attention
+in G_k and D); the batch is 25 images (§4). Each iteration runs through Lightning exactly as
+in training (manual optimisation, objdecomp.training's alternating updates); data loading is not
 timed. It also counts the FLOPs of the first warm-up iteration (torch's FlopCounterMode:
 convolutions and matmuls) and the time they take at this device's measured fp32 matmul
 rate (``floor_s``, for fp32 runs: the step's arithmetic cannot go faster here short of
@@ -14,8 +14,7 @@ doing fewer multiplications, e.g. Winograd convolutions). For every mode (``--re
 one``: Algorithm 1; ``all``: the authors' code, every region redrawn, D fed n·B fakes) and
 precision it prints the median time per iteration and of its G and D steps, after
 ``--warmup`` untimed iterations. The reference on this machine type is the authors' code:
-median 37.3 s per iteration on 2 CPU threads (21.9 s G step, 15.4 s D step;
-../shared/notes/redo.md).
+median 37.3 s per iteration on 2 CPU threads (21.9 s G step, 15.4 s D step).
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ import statistics
 import time
 from typing import Dict, List
 
-REFERENCE_S = 37.3  # authors' code, 2 threads, batch 25, quiet machine (notes/redo.md)
+REFERENCE_S = 37.3  # authors' code, 2 threads, batch 25, quiet machine
 
 
 def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
@@ -38,25 +37,27 @@ def time_mode(redraw: str, precision: str, args) -> Dict[str, float]:
 
     from datamodules.textured_shape import TexturedShapeDataModule
     from machine import matmul_gflops, sync
-    from objdecomp.methods.redo import ReDO
+    from objdecomp.cli import ObjdecompCLI, config_arguments
 
     torch.manual_seed(0)
     data = TexturedShapeDataModule(image_size=128, train_size=25 * (args.iterations + args.warmup),
                                    val_size=1, test_size=1, batch_size=args.batch_size)
-    model = ReDO(redraw=redraw, image_size=128)
+    experiment = [*config_arguments("redo_flowers"), f"--model.init_args.redraw={redraw}",
+                  "--trainer.logger=false"]
+    model = ObjdecompCLI(args=experiment, run=False).model  # as `objdecomp fit` builds it
     steps: List[float] = []
     iterations: List[float] = []
-    step_on = model.optimizer_step_on
+    update = model.updates.update  # one player's update: toggle, backward, step
 
-    def timed_step(optimizer, loss, **kwargs):
+    def timed_update(*update_args, **kwargs):
         sync(args.device)
         start = time.perf_counter()
-        value = step_on(optimizer, loss, **kwargs)
+        value = update(*update_args, **kwargs)
         sync(args.device)
         steps.append(time.perf_counter() - start)
         return value
 
-    model.optimizer_step_on = timed_step
+    model.updates.update = timed_update
 
     flops = FlopCounterMode(display=False)
 
