@@ -136,6 +136,7 @@ def test_evaluation_scores_of_the_wrong_shape_are_a_contract_error():
                        TinySquaresDataModule(test_size=4), verbose=False)
 
 
+@pytest.mark.filterwarnings("ignore:Checkpoint directory", "ignore:Be aware that when using `ckpt_path`")
 def test_a_resumed_stochastic_run_equals_the_uninterrupted_one(tmp_path):
     """DTI-Sprites draws its mask noise from the global RNG; with ExactResume, resuming from
     the checkpoint a run wrote after its first epoch gives its final weights bit for bit."""
