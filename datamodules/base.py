@@ -142,7 +142,16 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         for split in wanted:
             self._split(split)
         if stage == "fit":
-            self._fit_split("train")  # a labelled subset is chosen (and checked) before training
+            self._check_one_batch(self._fit_split("train"))  # a labelled subset is chosen here too
+
+    def _check_one_batch(self, train: Dataset) -> None:
+        """Training drops the last partial batch, so a training split smaller than one batch per
+        process would train nothing and still end successfully: say so before fitting."""
+        world = self._rank_and_world()[1]
+        if len(train) // world < self.batch_size:
+            raise ValueError(f"{self.name}: the 'train' split has {len(train)} images, fewer than one "
+                             f"training batch (batch_size {self.batch_size} x {world} process(es)); "
+                             "no step would run. Lower data.init_args.batch_size or add images.")
 
     def sample_batch(self, split: str, num_images: int) -> Optional[Dict[str, Tensor]]:
         """The first ``num_images`` items of ``split`` (as fitting reads it) collated into one CPU

@@ -38,10 +38,10 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn import functional as F
 
 from datamodules.deepmind import CACHE_VERSION, SPECS, MultiObjectSpec
+from datamodules.real_data import open_image
 from datamodules.tfrecord import BytesList, FloatList, parse_example, read_records
 
 DEFAULT_LIMITS = {("tetrominoes", "deepmind"): 60_000, ("colored_on_grayscale", "deepmind"): 60_000,
@@ -92,13 +92,12 @@ def hdf5_scenes(path: Path, spec: MultiObjectSpec, block: int = 256) -> Iterator
         raise ValueError(f"cannot open {path} as HDF5 (corrupt or not the object-centric-library file): "
                          f"{error}") from error
     with data:
-        missing = [n for n in ("image", "mask", *spec.class_features) if n not in data]
-        if missing:
-            raise KeyError(f"{path}: no dataset(s) {missing}; found {sorted(data)}")
+        _check_hdf5_rows(data, path, spec)
         for start in range(0, data["image"].shape[0], block):
             window = slice(start, start + block)
             images, labels = data["image"][window], data["mask"][window]
             labels = labels.reshape(labels.shape[:3])
+            _check_entity_ids(labels, spec, path, start)
             codes = [np.asarray(data[f][window]).reshape(len(images), -1) for f in spec.class_features]
             if "num_actual_objects" in data:
                 objects = np.asarray(data["num_actual_objects"][window]).reshape(-1)
@@ -110,6 +109,29 @@ def hdf5_scenes(path: Path, spec: MultiObjectSpec, block: int = 256) -> Iterator
                             None if objects[j] is None else int(objects[j]))
 
 
+def _check_hdf5_rows(data, path: Path, spec: MultiObjectSpec) -> None:
+    """Every dataset read holds one row per image (a short one would end in an IndexError)."""
+    names = ("image", "mask", *spec.class_features)
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise KeyError(f"{path}: no dataset(s) {missing}; found {sorted(data)}")
+    rows = data["image"].shape[0]
+    for name in names[1:] + (("num_actual_objects",) if "num_actual_objects" in data else ()):
+        if data[name].shape[0] != rows:
+            raise ValueError(f"{path}: dataset '{name}' has {data[name].shape[0]} rows but 'image' has "
+                             f"{rows}; is the file complete?")
+
+
+def _check_entity_ids(labels: np.ndarray, spec: MultiObjectSpec, path: Path, start: int) -> None:
+    """Entity ids index the per-entity features, so each must be below ``spec.entities``."""
+    bad = np.flatnonzero((labels.reshape(len(labels), -1) >= spec.entities).any(1))
+    if bad.size:
+        record = start + int(bad[0])
+        raise ValueError(f"{path}: record {record}: mask holds entity id {int(labels[bad[0]].max())}, "
+                         f"but this dataset has {spec.entities} entities (ids 0..{spec.entities - 1}); "
+                         "is this the right file?")
+
+
 def png_scenes(directory: Path) -> Iterator[Scene]:
     """Read DTI-Sprites' folders: ``images/{i}.png``, ``masks/{i}.png``, ``sem_masks/{i}.png``."""
     count = len(list((directory / "images").glob("*.png")))
@@ -117,13 +139,12 @@ def png_scenes(directory: Path) -> Iterator[Scene]:
         raise FileNotFoundError(f"no images/<i>.png under {directory}")
     for i in range(count):  # converted as DTI's own reader does: RGB images, "L" masks
         name = f"{i}.png"
-        yield Scene(_png(directory / "images" / name, "RGB"), _png(directory / "masks" / name, "L"),
-                    semantic=_png(directory / "sem_masks" / name, "L"))
+        yield Scene(_png(directory / "images" / name, "RGB"), _png(directory / "masks" / name, "L", True),
+                    semantic=_png(directory / "sem_masks" / name, "L", True))
 
 
-def _png(path: Path, mode: str) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert(mode))
+def _png(path: Path, mode: str, labels: bool = False) -> np.ndarray:
+    return np.asarray(open_image(path, mode, labels))
 
 
 def crop_resize_clevr(scene: Scene, size: int) -> Scene:
@@ -167,6 +188,10 @@ def prepare(spec_key: str, source: str, input_path: Path, output: Path, limit: O
             present.append(np.bincount(scene.ids.ravel(), minlength=len(scene.codes))[:len(scene.codes)] > 0)
         if read % 5000 == 0:
             log(f"  {read} records read, {writer.count} kept ({read / (time.time() - start):.0f} records/s)")
+    if writer.count == 0:
+        writer.discard()
+        raise ValueError(f"{input_path}: prepared 0 images from {read} records (an empty or wrong "
+                         f"file, or none passes {spec_key}'s filter); no cache written")
     classes = _class_map(writer, np.array(codes), np.array(present), spec, log) if codes else None
     definition = _definition(spec_key, source, input_path, limit)
     meta = {"version": CACHE_VERSION, "spec": spec_key, "source": source, "definition": definition,
@@ -201,6 +226,12 @@ class _CacheWriter:
         self.parts[name].flush()
         shape = (self.count, *self.shapes[name])
         return np.memmap(self.directory / f".{name}.part", np.uint8, "r+", shape=shape)
+
+    def discard(self) -> None:
+        """Close and delete the part files (nothing was worth caching)."""
+        for name, part in self.parts.items():
+            part.close()
+            (self.directory / f".{name}.part").unlink()
 
     def finish(self, meta: dict) -> None:
         for name, part in self.parts.items():

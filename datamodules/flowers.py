@@ -70,6 +70,9 @@ class FlowersDataModule(ObjectDataModule):
         require(self.root / "segmim", self.dataset_name, "segmim/ (102segmentations.tgz)")
         labels_file = self.root / "imagelabels.mat"
         labels = load_mat(labels_file, "labels") - 1 if labels_file.is_file() else None
+        if labels is not None and len(labels) < ids.max(initial=0):
+            raise CorruptFileError(f"{labels_file} holds {len(labels)} labels, but setid.mat names "
+                                   f"image {ids.max()}; the file is short or from another dataset")
         return [Sample(self.root / "jpg" / f"image_{i:05d}.jpg", self.root / "segmim" / f"segmim_{i:05d}.jpg",
                        None if labels is None else int(labels[i - 1]), self.semantic_class) for i in ids]
 

@@ -71,8 +71,12 @@ class GTSRB8DataModule(ObjectDataModule):
         missing = [c for c in self.classes if c not in folders]
         if missing:
             raise DatasetNotFoundError(self.dataset_name, self.root, f"no folders for classes {missing}")
-        return [Sample(path, label=label) for label, c in enumerate(self.classes)
-                for path in list_images(folders[c])]
+        images = {c: list_images(folders[c]) for c in self.classes}
+        empty = [folders[c] for c in self.classes if not images[c]]
+        if empty:  # without this the labels would silently cover 7 classes
+            raise DatasetNotFoundError(self.dataset_name, empty[0], f"class folder {empty[0].name} "
+                                       "holds no images; GTSRB-8 needs all 8 classes")
+        return [Sample(path, label=label) for label, c in enumerate(self.classes) for path in images[c]]
 
     def make_dataset(self, split: str) -> Dataset:
         samples = self.samples()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import zlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional, Tuple
@@ -54,8 +55,11 @@ def mnist_source() -> str:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file (uint8 data): big-endian magic ``0x0000 08 <ndim>``, then the dimensions."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as stream:
-        raw = stream.read()
+    try:
+        with opener(path, "rb") as stream:
+            raw = stream.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:  # a truncated or damaged download
+        raise ValueError(f"cannot read {path}: {error}") from error
     if raw[:3] != b"\x00\x00\x08":
         raise ValueError(f"{path} is not a uint8 IDX file (magic {raw[:4].hex()})")
     ndim = raw[3]

@@ -61,15 +61,33 @@ def list_images(folder: Path, recursive: bool = False) -> List[Path]:
     return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def open_image(path: Path, mode: str = "RGB") -> Image.Image:
-    """Decode an image file; :class:`CorruptFileError` naming the file if it cannot be read."""
+def open_image(path: Path, mode: str = "RGB", labels: bool = False) -> Image.Image:
+    """Decode an image file into ``mode``; :class:`CorruptFileError` naming the file if it cannot
+    be read (truncated, damaged, not an image).
+
+    Args:
+        labels: the file holds label values (entity or class ids, 0/1 masks), which are kept as
+            they are; otherwise 16-bit intensities are scaled to 8 bits (:func:`eight_bit`).
+    """
     try:
         with Image.open(path) as image:
-            return image.convert(mode)
+            return (image if labels else eight_bit(image)).convert(mode)
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise CorruptFileError(f"cannot decode image {path}: {error}") from error
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit greyscale (PNG, TIFF: modes ``I;16*`` and ``I``) scaled to 0..255.
+
+    PIL's own conversion of these modes clips at 255 instead of scaling, which turns nearly every
+    pixel white. (16-bit colour PNGs already open as 8-bit ``RGB``/``RGBA``.)
+    """
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values / 257), 0, 255).astype(np.uint8), "L")
 
 
 def fit(image: Image.Image, size: int, resample: str = "bilinear", crop: bool = True) -> Image.Image:

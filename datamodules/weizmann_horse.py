@@ -1,7 +1,9 @@
 """Weizmann Horse (Borenstein & Ullman) for cosegmentation, as DTI-Sprites uses it (Sec. 4.3), 128x128.
 
-Side-view horse photographs with figure/ground masks. Under ``root`` either layout works, images
-and masks paired by sorted file name (as DTI's code pairs them):
+Side-view horse photographs with figure/ground masks. Under ``root`` either layout works; images
+come in sorted file-name order (as in DTI's code) and each is paired with the mask of the same
+stem (DTI's code pairs the two sorted lists by position, which is the same on a complete set; a
+missing or extra file would shift every later pair there, and is an error here):
 
 * ``images/*.jpg`` + ``masks/*.png`` (the folder DTI-Sprites' authors published, fetched by
   ``objdecomp data weizmann_horse``);
@@ -29,7 +31,7 @@ LAYOUTS = (("images", "masks"), ("rgb", "figure_ground"), ("horse", "mask"))
 
 
 def foreground(path: Path):
-    return binary_mask(open_image(path, "L"))
+    return binary_mask(open_image(path, "L", labels=True))
 
 
 class WeizmannHorseDataModule(ObjectDataModule):
@@ -54,13 +56,23 @@ class WeizmannHorseDataModule(ObjectDataModule):
         for image_dir, mask_dir in LAYOUTS:
             images, masks = list_images(self.root / image_dir), list_images(self.root / mask_dir)
             if images or masks:
-                if len(images) != len(masks):
-                    raise DatasetNotFoundError(
-                        self.dataset_name, self.root / mask_dir,
-                        f"{len(images)} images in {image_dir}/ but {len(masks)} masks in {mask_dir}/")
-                return [Sample(i, m) for i, m in zip(images, masks)]
+                return self.pair_by_stem(images, masks, self.root / mask_dir)
         raise DatasetNotFoundError(self.dataset_name, self.root, "no images/ + masks/ (or rgb/ + "
                                    "figure_ground/, horse/ + mask/) folders")
+
+    def pair_by_stem(self, images: List[Path], masks: List[Path], mask_dir: Path) -> List[Sample]:
+        """Each image with the mask of its stem; a missing or extra mask is an error naming it
+        (the whole set is evaluated, so skipping an image would change Table 4's data)."""
+        by_stem = {m.stem: m for m in masks}
+        unmatched = [i for i in images if i.stem not in by_stem]
+        if unmatched:
+            raise DatasetNotFoundError(self.dataset_name, mask_dir, f"no mask for image {unmatched[0]} "
+                                       f"({len(unmatched)} of {len(images)} images have none)")
+        extra = sorted(set(by_stem) - {i.stem for i in images})
+        if extra:
+            raise DatasetNotFoundError(self.dataset_name, mask_dir, f"mask {by_stem[extra[0]]} has no "
+                                       f"image ({len(extra)} such masks)")
+        return [Sample(i, by_stem[i.stem]) for i in images]
 
     def make_dataset(self, split: str) -> Dataset:
         samples = self.samples()

@@ -108,7 +108,7 @@ def _images(data: ObjectDataModule, split: str) -> torch.Tensor:
 
 
 def test_labelled_subset_trains_on_n_seeded_images_cycled_to_min_epoch_items():
-    data = tiny(labelled_subset=5, min_epoch_items=12)
+    data = tiny(labelled_subset=5, min_epoch_items=12, batch_size=4)
     data.setup("fit")
     train, source = _images(data, "train"), _images(tiny(), "train")
     chosen = torch.randperm(32, generator=torch.Generator().manual_seed(0))[:5]  # as before the move
@@ -122,7 +122,7 @@ def test_labelled_subset_trains_on_n_seeded_images_cycled_to_min_epoch_items():
 
 
 def test_labelled_subset_of_val_validates_on_the_rest():
-    data = tiny(labelled_subset=5, labelled_split="val", min_epoch_items=5)
+    data = tiny(labelled_subset=5, labelled_split="val", min_epoch_items=5, batch_size=4)
     data.setup("fit")
     train, val, source = _images(data, "train"), _images(data, "val"), _images(tiny(), "val")
     order = torch.randperm(8, generator=torch.Generator().manual_seed(0))
@@ -132,7 +132,7 @@ def test_labelled_subset_of_val_validates_on_the_rest():
 
 
 def test_evaluation_reads_whole_splits_whatever_the_labelled_subset():
-    data = tiny(labelled_subset=5, labelled_split="val", min_epoch_items=5)
+    data = tiny(labelled_subset=5, labelled_split="val", min_epoch_items=5, batch_size=4)
     data.setup("fit")
     assert [len(data.train_dataloader().dataset), len(data.val_dataloader().dataset)] == [5, 3]
     for split, size in (("train", 32), ("val", 8), ("test", 8)):  # objdecomp test --eval_split

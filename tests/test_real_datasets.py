@@ -29,7 +29,7 @@ def _scenes(spec_key, counts, seed=0, size=None):
 
 
 def _prepared(tmp_path, cls, spec_key, kwargs, source, scenes):
-    module = cls(root=str(tmp_path / "bench"), source=source, batch_size=2, **kwargs)
+    module = cls(root=str(tmp_path / "bench"), source=source, batch_size=min(2, len(scenes)), **kwargs)
     if source == "deepmind":
         path = dm_fixtures.write_tfrecord(tmp_path / "in.tfrecords", spec_key, scenes)
     else:
