@@ -8,9 +8,9 @@ import pytest
 import torch
 import yaml
 
+from objdecomp.cli import experiment_config_files, experiment_names
 from objdecomp.compositing import composite, fixed_occlusion, add_background
 from objdecomp.methods.dti_sprites import DTISprites, exhaustive_selection, greedy_selection
-from objdecomp.paths import EXPERIMENTS
 
 # training_step logs through Lightning; outside a Trainer that only warns.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -176,15 +176,27 @@ def test_epoch_schedules_switch_modules_and_unfreeze_sprites_as_before():
 
 
 # --- slow tier: every DTI experiment config trains a few steps and decomposes -------------------
-CONFIGS = sorted(p for p in EXPERIMENTS.rglob("dti_sprites_*.yaml") if p.parent.name != "sweeps")
+EXPERIMENTS_OF_DTI = [name for name in experiment_names() if "dti_sprites_" in name]
+
+
+def _merged(files) -> dict:
+    """The config files of an experiment merged as the CLI reads them (the last wins)."""
+    def merge(base: dict, update: dict) -> dict:
+        both = {k for k, v in update.items() if isinstance(v, dict) and isinstance(base.get(k), dict)}
+        return {**base, **update, **{k: merge(base[k], update[k]) for k in both}}
+    config: dict = {}
+    for path in files:
+        config = merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", CONFIGS, ids=[p.relative_to(EXPERIMENTS).as_posix() for p in CONFIGS])
-def test_experiment_config_trains_on_tiny_data(path: Path):
-    """The config's model, with its datamodule's facts (class attributes: no data needed),
-    takes two optimiser steps on random images of the dataset's size and decomposes them."""
-    config = yaml.safe_load(path.read_text())
+@pytest.mark.parametrize("experiment", EXPERIMENTS_OF_DTI)
+def test_experiment_config_trains_on_tiny_data(experiment: str):
+    """The config's model, with its datamodule's facts (class attributes: no data needed) and
+    every curriculum module on, takes two optimiser steps on random images of the dataset's
+    size and decomposes them (the CLI runs of the slow tier stop before late curricula)."""
+    config = _merged(experiment_config_files(experiment))
     module, _, name = config["data"]["class_path"].rpartition(".")
     data_class = getattr(importlib.import_module(module), name)
     facts = {k: getattr(data_class, k) for k in
