@@ -153,13 +153,18 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
                              f"training batch (batch_size {self.batch_size} x {world} process(es)); "
                              "no step would run. Lower data.init_args.batch_size or add images.")
 
-    def sample_batch(self, split: str, num_images: int) -> Optional[Dict[str, Tensor]]:
-        """The first ``num_images`` items of ``split`` (as fitting reads it) collated into one CPU
-        batch, for pictures; sets the split up if needed; None for an unknown or empty split."""
+    def sample_batch(self, split: str, num_images: int,
+                     spread: bool = False) -> Optional[Dict[str, Tensor]]:
+        """``num_images`` items of ``split`` (as fitting reads it) collated into one CPU batch:
+        the first ones (pictures), or with ``spread`` evenly spaced over the split (statistics such
+        as DTI's initial background, unbiased on class-sorted sets). Sets the split up if needed;
+        None for an unknown or empty split."""
         if split not in SPLITS:
             return None
         dataset = self._fit_split(split)
-        indices = list(range(min(num_images, len(dataset))))
+        count = min(num_images, len(dataset))
+        indices = (torch.linspace(0, len(dataset) - 1, count).long().tolist() if spread
+                   else list(range(count)))
         if not indices:
             return None
         get_items = getattr(dataset, "__getitems__", None)  # procedural sets render a batch at once

@@ -102,6 +102,14 @@ def test_sample_batch_is_the_first_items_of_the_split():
     assert TexturedShapeDataModule(16, val_size=0).sample_batch("val", 3) is None  # empty split
 
 
+def test_sample_batch_spread_takes_evenly_spaced_items():
+    data = tiny()
+    split = data.make_dataset("test")  # 8 images: spread picks 0, 3, 7 (linspace, rounded down)
+    batch = data.sample_batch("test", 3, spread=True)
+    expected = default_collate([split[i] for i in (0, 3, 7)])
+    assert torch.equal(batch["image"], expected["image"])
+
+
 # --- the labelled subset (ReDO's supervised baseline) ------------------------------------------
 def _images(data: ObjectDataModule, split: str) -> torch.Tensor:
     return data.sample_batch(split, 10_000)["image"]

@@ -216,9 +216,9 @@ class DTISprites(DecompositionModule):
             self._init_backgrounds_from_data()
 
     def _init_backgrounds_from_data(self, count: int = 100) -> None:
-        """C.2: backgrounds start as the mean of training images (here the first 100)."""
+        """C.2: backgrounds start as the mean of training images (here 100 evenly spaced ones)."""
         datamodule = self.trainer.datamodule
-        batch = datamodule.sample_batch("train", count) if datamodule is not None else None
+        batch = datamodule.sample_batch("train", count, spread=True) if datamodule is not None else None
         if batch is None:
             return
         with torch.no_grad():
