@@ -12,22 +12,28 @@ Layers are numbered 1..L from back to front (0 is the background). Position and 
 need a ``pos`` module (layer transformations of the multi-object models); colour edits a ``col``
 module. A colour edit rescales the layer's colour transformation so that the object's mean
 colour becomes the target, keeping its shading.
+
+The input is resized to the model's square training size, so it should show one scene framed as
+the training images were; a warning says when its size or aspect differs (a grid of several
+scenes, say, would be squashed into one). Bad values (``--translate 0.1`` without ``dy``, a
+colour of the wrong length, ``--scale 0``, a layer or sprite out of range) are usage errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torchvision.transforms.functional import pil_to_tensor, resize
 from torchvision.utils import save_image
 
+from datamodules.real_data import open_image
 from objdecomp.compositing import composite
 from objdecomp.methods.dti_sprites.module import DTISprites
 from objdecomp.methods.dti_sprites.networks import Prediction
@@ -50,11 +56,31 @@ def load_model(checkpoint: str, device: str = "cpu") -> DTISprites:
     return model.eval()
 
 
-def load_image(path: str, model: DTISprites) -> Tensor:
-    """``[C, H, W]`` in [0, 1], resized to the model's image size."""
-    image = Image.open(path).convert("L" if model.channels == 1 else "RGB")
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def load_image(path: str, model: DTISprites, warn: Callable[[str], None] = _warn) -> Tensor:
+    """``[C, H, W]`` in [0, 1], resized to the model's image size (16-bit files scaled, not
+    clipped); ``warn`` is told when the file's size or aspect differs from the training images'."""
+    image = open_image(Path(path), "L" if model.channels == 1 else "RGB")
+    message = size_warning(path, image.width, image.height, model.image_size)
+    if message:
+        warn(message)
     tensor = pil_to_tensor(image).float() / 255
     return resize(tensor, [model.image_size, model.image_size], antialias=True)
+
+
+def size_warning(path: str, width: int, height: int, size: int) -> Optional[str]:
+    """What resizing a ``width`` x ``height`` input to the model's square ``size`` does, if anything."""
+    if (width, height) == (size, size):
+        return None
+    if width != height:
+        return (f"{path} is {width}x{height} but the model was trained on {size}x{size} square images: "
+                f"it is stretched to {size}x{size}, which distorts every object; crop one scene first")
+    return (f"{path} is {width}x{height} but the model was trained on {size}x{size} images: it is "
+            "resized, so it must show one scene framed as in training (a grid of several scenes "
+            "would be squashed into one)")
 
 
 def _module_index(names: Sequence[str], count: int, wanted: str) -> Optional[int]:
@@ -78,15 +104,32 @@ def _params(pred: Prediction, kind: str, index: int, layer: int, sprite: int) ->
     return pred.sprite[index][:, layer - 1, sprite]
 
 
+def check_edit(model: DTISprites, edit: Edit) -> None:
+    """ValueError saying what is wrong with ``edit`` for this model, if anything."""
+    layers, sprites = model.net.num_layers, model.net.num_sprites
+    if not 1 <= edit.layer <= layers:
+        raise ValueError(f"layer must be in 1..{layers}, got {edit.layer}")
+    if edit.sprite is not None and not 0 <= edit.sprite <= sprites:
+        raise ValueError(f"sprite must be in 0..{sprites} ({sprites} = empty), got {edit.sprite}")
+    if edit.color is not None and len(edit.color) != model.channels:
+        raise ValueError(f"color needs {model.channels} values (one per channel of this model), "
+                         f"got {len(edit.color)}: {','.join(map(str, edit.color))}")
+    if edit.translate is not None and len(edit.translate) != 2:
+        raise ValueError(f"translate needs two values dx,dy, got {len(edit.translate)}")
+    if edit.scale is not None and not 0 < edit.scale < math.inf:
+        raise ValueError(f"scale must be a positive factor, got {edit.scale}")
+    if edit.translate is not None or edit.scale is not None:
+        _find(model, "pos")
+    if edit.color is not None:
+        _find(model, "col")
+
+
 @torch.no_grad()
 def apply_edit(model: DTISprites, pred: Prediction, ids: Tensor, edit: Edit, colors: Tensor,
                weights: Tensor) -> None:
     """Change ``pred`` and ``ids`` in place (``colors``/``weights`` of the unedited composite)."""
-    if not 1 <= edit.layer <= model.net.num_layers:
-        raise ValueError(f"layer must be in 1..{model.net.num_layers}, got {edit.layer}")
+    check_edit(model, edit)
     if edit.sprite is not None:
-        if not 0 <= edit.sprite <= model.net.num_sprites:
-            raise ValueError(f"sprite must be in 0..{model.net.num_sprites} ({model.net.num_sprites} = empty)")
         ids[:, edit.layer] = edit.sprite
     sprite = int(ids[0, edit.layer].clamp(max=model.net.num_sprites - 1))
     if edit.translate is not None or edit.scale is not None:
@@ -149,8 +192,33 @@ def describe(model: DTISprites, image: Tensor) -> List[str]:
     return lines
 
 
-def _floats(text: str) -> Tuple[float, ...]:
-    return tuple(float(v) for v in text.split(","))
+def _floats(text: str, count: Optional[int] = None, form: str = "") -> Tuple[float, ...]:
+    """Comma-separated finite numbers (``count`` of them when given), for argparse."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) for v in values) or count not in (None, len(values)):
+        raise argparse.ArgumentTypeError(f"expected {form or 'comma-separated numbers'}, got {text!r}")
+    return values
+
+
+def _colour(text: str) -> Tuple[float, ...]:
+    values = _floats(text, form="one number in [0, 1] per channel, e.g. 1,0.2,0.2")
+    if not all(0 <= v <= 1 for v in values):
+        raise argparse.ArgumentTypeError(f"colour values must be in [0, 1], got {text!r}")
+    return values
+
+
+def _shift(text: str) -> Tuple[float, float]:
+    return _floats(text, 2, "dx,dy: two numbers, fractions of the image size, e.g. 0.1,0")
+
+
+def _factor(text: str) -> float:
+    value = _floats(text, 1, "one number, e.g. 1.5")[0]
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size factor, e.g. 1.5, got {text!r}")
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -163,18 +231,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--list", action="store_true", help="print what each layer holds and exit")
     parser.add_argument("--layer", type=int, default=1, help="object layer to edit (1..L, back to front)")
     parser.add_argument("--sprite", type=int, help="swap in this sprite (K = the empty sprite)")
-    parser.add_argument("--color", type=_floats, help="target mean colour, e.g. 1,0.2,0.2")
-    parser.add_argument("--translate", type=_floats, help="dx,dy as fractions of the image size")
-    parser.add_argument("--scale", type=float, help="size factor, e.g. 1.5")
+    parser.add_argument("--color", type=_colour, help="target mean colour in [0, 1], one value per "
+                        "channel, e.g. 1,0.2,0.2")
+    parser.add_argument("--translate", type=_shift, help="dx,dy as fractions of the image size, e.g. "
+                        "0.1,0 (write --translate=-0.1,0 when dx is negative)")
+    parser.add_argument("--scale", type=_factor, help="size factor > 0, e.g. 1.5")
     args = parser.parse_args(argv)
+    if not args.list and not args.output:
+        parser.error("--output is required unless --list is given")
     model = load_model(args.checkpoint)
-    image = load_image(args.image, model)
+    try:
+        image = load_image(args.image, model)
+    except (FileNotFoundError, ValueError) as error:  # unreadable: CorruptFileError names the file
+        parser.error(str(error))
     if args.list:
         print("\n".join(describe(model, image)))
         return 0
-    if not args.output:
-        parser.error("--output is required unless --list is given")
     edit = Edit(args.layer, args.sprite, args.color, args.translate, args.scale)
+    try:
+        check_edit(model, edit)
+    except ValueError as error:
+        parser.error(str(error))
     reconstruction, edited = edit_image(model, image, [edit])
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     save_image(edited, args.output)
