@@ -83,7 +83,7 @@ def cli_arguments(args: argparse.Namespace, out: Path) -> List[str]:
     return [
         *config_arguments(args.exp), f"--experiment=bench/{args.exp}", f"--seed_everything={args.seed}",
         f"--eval_split={args.split}", f"--trainer.default_root_dir={out}",
-        f"--checkpoint.dirpath={out / 'checkpoints'}",
+        f"--checkpoint.dirpath={out / 'checkpoints'}", "--checkpoint.enable_version_counter=false",
         # The budget ends the run; validation on the benchmark's clock, not the config's.
         "--trainer.max_steps=-1", "--trainer.max_epochs=-1", "--trainer.max_time=null",
         f"--trainer.val_check_interval={interval}", "--trainer.check_val_every_n_epoch=null",

@@ -1,6 +1,8 @@
 """Experiment files: each resolves through its parents, parses (class paths resolve, no key is
 unknown) and holds only what differs from its parent chain."""
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, Iterator, Tuple
 
@@ -9,7 +11,7 @@ import yaml
 
 from objdecomp.cli import (BASE_CONFIG, PARENT_KEY, ObjdecompCLI, config_arguments,
                            expand_config_arguments, experiment_config_files, experiment_names)
-from objdecomp.paths import EXPERIMENTS
+from objdecomp.paths import EXPERIMENTS, REPO_ROOT
 
 NAMES = experiment_names()
 VARIANTS = [name for name in NAMES if len(experiment_config_files(name)) > 2]
@@ -18,6 +20,13 @@ VARIANTS = [name for name in NAMES if len(experiment_config_files(name)) > 2]
 def test_there_are_experiments_and_no_other_yaml_among_them():
     assert NAMES, "no experiment files found"
     assert not [n for n in NAMES if n.startswith(("_base/", "sweeps/")) or n == "paper_tables"]
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_experiments_lists_the_same_names():
+    listed = subprocess.run(["make", "--no-print-directory", "experiments"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert listed == NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)
