@@ -1,8 +1,8 @@
 """Render the papers' tables from ``$OBJDECOMP_RESULTS/**/*.json`` beside the papers' numbers.
 
 The tables are data (``experiments/paper_tables.yaml``): each cell names the experiment
-whose runs fill it, the metric key in the results files and the paper's number (copied
-from ../shared/TABLES.md). Our column is the mean ± std over the runs found, with their
+whose runs fill it, the metric key in the results files and the paper's number (as the
+paper prints it). Our column is the mean ± std over the runs found, with their
 count, or "not run". Nothing is ever filled from the paper.
 
     objdecomp tables [--results DIR] [--out FILE] [--method dti_sprites] [--experiment NAME]

@@ -1,7 +1,7 @@
 """Slow tier: 2-process CPU DDP through the CLI, and a killed run resumed from last.ckpt.
 
 Both run the real command (``python -m objdecomp``) in subprocesses: the DDP launcher
-re-executes the command line for rank 1, which must not be pytest (notes/stack.md).
+re-executes the command line for rank 1, which must not be pytest's.
 """
 
 import json
