@@ -109,7 +109,7 @@ def expand_config_arguments(argv: Sequence[str]) -> List[str]:
             continue
         if Path(value).is_file():  # else inline YAML or a wrong path: the parser says which
             *ancestors, own = experiment_config_files(value)
-            expanded += [arg for path in ancestors if path not in read for arg in ("--config", str(path))]
+            expanded += [flag for path in ancestors if path not in read for flag in ("--config", str(path))]
             read.update(ancestors, [own])
         expanded += ["--config", value]
     return expanded
@@ -128,7 +128,7 @@ def _experiment_file(experiment: Union[str, Path], named_by: Optional[Path] = No
 def _declared_parent(path: Path) -> Optional[str]:
     content = yaml.safe_load(path.read_text())
     parent = content.get(PARENT_KEY) if isinstance(content, dict) else None
-    if parent is not None and (not isinstance(parent, str) or Path(parent).suffix):
+    if parent is not None and (not isinstance(parent, str) or parent.endswith((".yaml", ".yml"))):
         raise ValueError(f"{_shown(path)}: '{PARENT_KEY}:' names an experiment as `make train EXP=` "
                          f"does (e.g. dti_sprites_tetrominoes), got {parent!r}")
     return parent
