@@ -94,6 +94,8 @@ class CountAccuracy(DecompositionMetric):
         return decomposition.count is not None and super().applies_to(batch, decomposition)
 
     def update(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> None:
+        F.check_shapes("CountAccuracy", tuple(batch["count"].shape), "the batch's count",
+                       count=decomposition.count)
         self.correct += (decomposition.count == batch["count"]).sum()
         self.n_images += len(batch["count"])
 

@@ -5,13 +5,21 @@ confusion matrix, per-image pixel counts) obtained with one ``bincount``; floats
 in the final ratios, in float64. Hungarian matchings run on the small count tables with
 ``scipy.optimize.linear_sum_assignment`` (a loop over images, never over pixels).
 
-Label maps are int tensors ``[B, H, W]`` (any spatial shape works: pixels are flattened).
+Label maps are int tensors ``[B, H, W]`` (any spatial shape works: pixels are flattened), but
+the maps compared must have the SAME shape: equal pixel counts are not enough (a transposed map
+would be scored silently), so every entry point checks shapes (:func:`check_shapes`) and raises
+``ValueError`` naming the function, the arguments and their shapes. This is the one place the
+metrics receive their inputs: the metric classes call these functions.
+
 Per-image scores that are undefined (no valid pixel, no ground-truth entity) are NaN; the
-metric classes leave them out of their means and count them.
+metric classes leave them out of their means and count them. An empty batch (B = 0) is
+ignored: per-image functions return empty ``[0]`` results, so a metric's state does not change;
+a value over no images or pixels at all (a pooled score, an accuracy) is NaN, never 0 or 1.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -24,8 +32,27 @@ from torch import Tensor
 DENSE_LIMIT = 256
 
 
+def check_shapes(function: str, expected: Tuple[int, ...], reference: str,
+                 **tensors: Optional[Tensor]) -> None:
+    """ValueError unless every given tensor (None is skipped) has the shape ``expected``, which
+    the message calls ``reference`` (e.g. "the shape of target")."""
+    wrong = [f"{name} {list(t.shape)}" for name, t in tensors.items()
+             if t is not None and tuple(t.shape) != tuple(expected)]
+    if wrong:
+        raise ValueError(f"{function}: got {', '.join(wrong)}, expected {list(expected)} "
+                         f"({reference}); the same number of pixels in another shape is not the "
+                         "same image")
+
+
+def _per_image(values: Tensor, dims: int = 1) -> Tensor:
+    """``values`` with everything after the first ``dims`` dimensions flattened (also for B = 0)."""
+    return values.reshape(*values.shape[:dims], math.prod(values.shape[dims:]))
+
+
 def _dense_labels(labels: Tensor) -> Tuple[Tensor, Tensor]:
     """Labels mapped to ``0..n-1`` and the original id of each new label (``[n]``)."""
+    if labels.numel() == 0:
+        return labels, labels.new_zeros(0)
     low, high = int(labels.min()), int(labels.max())
     if low >= 0 and high < DENSE_LIMIT:
         return labels, torch.arange(high + 1, device=labels.device)
@@ -36,14 +63,16 @@ def _dense_labels(labels: Tensor) -> Tuple[Tensor, Tensor]:
 def _contingency(pred: Tensor, target: Tensor,
                  valid: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Per-image contingency table ``[B, P, T]`` (int64) and the target id of each column."""
+    check_shapes("contingency_table", tuple(target.shape), "the shape of target",
+                 pred=pred, valid=valid)
     b = pred.shape[0]
-    pred, _ = _dense_labels(pred.reshape(b, -1))
-    target, target_ids = _dense_labels(target.reshape(b, -1))
-    p, t = int(pred.max()) + 1, len(target_ids)
+    pred, pred_ids = _dense_labels(_per_image(pred))
+    target, target_ids = _dense_labels(_per_image(target))
+    p, t = len(pred_ids), len(target_ids)
     image = torch.arange(b, device=pred.device).unsqueeze(1)
     index = (image * p + pred) * t + target
     if valid is not None:  # excluded pixels go to one overflow bin, dropped below
-        index = torch.where(valid.reshape(b, -1), index, b * p * t)
+        index = torch.where(_per_image(valid), index, b * p * t)
     counts = torch.bincount(index.flatten(), minlength=b * p * t + 1)[: b * p * t]
     return counts.view(b, p, t), target_ids
 
@@ -86,6 +115,11 @@ def reassign_background_to_layers(images: Tensor, segmentation: Tensor, layers: 
         candidates: bool ``[B, K]``, the object layers a pixel may go to (DTI: the non-empty
             ones); an image without candidates keeps its segmentation.
     """
+    b, c, h, w = images.shape
+    k, where = len(background), "from images [B, C, H, W] and background [K]"
+    check_shapes("reassign_background_to_layers", (b, h, w), where, segmentation=segmentation)
+    check_shapes("reassign_background_to_layers", (b, k, c, h, w), where, layers=layers)
+    check_shapes("reassign_background_to_layers", (b, k), where, candidates=candidates)
     distance = (layers.float() - images.float()[:, None]).square().sum(2)  # [B, K, H, W]
     distance = distance.masked_fill(~candidates[:, :, None, None], float("inf"))
     closest = distance.argmin(1)
@@ -160,8 +194,9 @@ def best_overlap_iou(masks: Tensor, target: Tensor, threshold: float = 0.04,
         target: int ``[B, H, W]`` entity ids.
     """
     b, k = masks.shape[:2]
-    binary = (masks > threshold).reshape(b, k, -1)
-    target, target_ids = _dense_labels(target.reshape(b, -1))
+    check_shapes("best_overlap_iou", (b, *masks.shape[2:]), "masks without K", target=target)
+    binary = _per_image(masks > threshold, 2)
+    target, target_ids = _dense_labels(_per_image(target))
     t = len(target_ids)
     cell = torch.arange(b, device=target.device).unsqueeze(1) * t + target  # (image, entity)
     # Intersections by one bincount per component: exact integer counts, no float matmul
@@ -184,6 +219,7 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_pred: int, num_true: int)
     the truth in rows). Raises ``ValueError`` for ids outside ``[0, num_pred)`` /
     ``[0, num_true)``, since silently dropping or wrapping them would corrupt the scores.
     """
+    check_shapes("confusion_matrix", tuple(target.shape), "the shape of target", pred=pred)
     pred, target = pred.flatten(), target.flatten()
     for name, ids, bound in (("pred", pred, num_pred), ("target", target, num_true)):
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= bound):
@@ -247,15 +283,19 @@ def cluster_accuracy(pred_labels: Tensor, true_labels: Tensor) -> Tensor:
     many-to-one majority mapping when the number of clusters differs from the number of
     classes; here the mapping is always one-to-one and surplus clusters count as errors.
     """
-    pred, _ = _dense_labels(pred_labels.flatten())
-    true, _ = _dense_labels(true_labels.flatten())
-    confusion = confusion_matrix(pred, true, int(pred.max()) + 1, int(true.max()) + 1)
+    check_shapes("cluster_accuracy", tuple(true_labels.shape), "the shape of true_labels",
+                 pred_labels=pred_labels)
+    pred, pred_ids = _dense_labels(pred_labels.flatten())
+    true, true_ids = _dense_labels(true_labels.flatten())
+    confusion = confusion_matrix(pred, true, len(pred_ids), len(true_ids))
     return matched_accuracy(confusion)
 
 
 def foreground_counts(pred_fg: Tensor, target_fg: Tensor) -> Tensor:
     """``[B, 4]`` int64 per image: (true positives, predicted, true, pixels) foreground counts."""
-    pred, true = pred_fg.flatten(1), target_fg.flatten(1)
+    check_shapes("foreground_counts", tuple(target_fg.shape), "the shape of target_fg",
+                 pred_fg=pred_fg)
+    pred, true = _per_image(pred_fg), _per_image(target_fg)
     return torch.stack([(pred & true).sum(1), pred.sum(1), true.sum(1),
                         torch.full_like(pred[:, 0], pred.shape[1], dtype=torch.int64)], 1)
 
@@ -266,9 +306,9 @@ def foreground_scores_from_counts(counts: Tensor) -> Tuple[Tensor, Tensor]:
     acc = (n - pred - true + 2 * tp) / n
     union = pred + true - tp
     # Empty prediction and empty truth agree perfectly: IoU 1 (e.g. PerturbGAN's "all"
-    # setting scores images without a car against an empty mask).
+    # setting scores images without a car against an empty mask); no pixel at all: NaN.
     iou = torch.where(union > 0, tp / union.clamp(min=1), torch.ones_like(union))
-    return acc, iou
+    return acc, torch.where(n > 0, iou, torch.full_like(iou, float("nan")))
 
 
 def foreground_scores(pred_fg: Tensor, target_fg: Tensor,
@@ -299,9 +339,13 @@ def region_foreground_scores(segmentation: Tensor, target_fg: Tensor,
         target_fg: bool ``[B, H, W]``.
         num_regions: R, the number of components (default: the largest id + 1).
     """
+    check_shapes("region_foreground_scores", tuple(target_fg.shape), "the shape of target_fg",
+                 segmentation=segmentation)
     b = segmentation.shape[0]
-    r = num_regions if num_regions is not None else int(segmentation.max()) + 1
-    seg, true = segmentation.reshape(b, -1), target_fg.reshape(b, -1).bool()
+    if num_regions is None:  # without any pixel: one region, so that the tables keep a column
+        num_regions = int(segmentation.max()) + 1 if segmentation.numel() else 1
+    r = num_regions
+    seg, true = _per_image(segmentation), _per_image(target_fg).bool()
     cell = torch.arange(b, device=seg.device).unsqueeze(1) * r + seg
     pred = torch.bincount(cell.flatten(), minlength=b * r).view(b, r)
     tp = torch.bincount(cell[true], minlength=b * r).view(b, r)
@@ -347,5 +391,7 @@ def best_candidate(iou_total: Tensor) -> Tuple[int, int]:
 
 
 def count_accuracy(pred_count: Tensor, true_count: Tensor) -> Tensor:
-    """Fraction of images whose predicted object count is exact (float64 scalar)."""
-    return (pred_count.flatten() == true_count.flatten()).double().mean()
+    """Fraction of images whose predicted object count is exact (float64 scalar; NaN for none)."""
+    check_shapes("count_accuracy", tuple(true_count.shape), "the shape of true_count",
+                 pred_count=pred_count)
+    return (pred_count == true_count).double().mean()
