@@ -58,8 +58,9 @@ class MaskNetwork(nn.Module):
     """F: image ``[B, C, H, W]`` -> soft masks ``[B, n, H, W]`` summing to 1 over regions.
 
     Encoder to 1/4 resolution (7×7 conv, two stride-2 convs), residual blocks, a pyramid
-    pooling module (PSPNet: averages over 1², 2², 3², 6² cells, each reduced to one channel
-    and upsampled back, concatenated to the features), a decoder back to full resolution,
+    pooling module (PSPNet: averages over 1², 2², 3², 6² cells (:func:`pyramid_pool`), each
+    reduced to one channel and upsampled back, concatenated to the features), a decoder back
+    to full resolution,
     and a softmax over the n regions at temperature ``temperature``. For n = 2 the code's
     sigmoid of one logit equals the softmax of ``[logit, 0]``, which is what we compute.
 
@@ -101,32 +102,45 @@ class MaskNetwork(nn.Module):
 
     def logits(self, images: Tensor) -> Tensor:
         """Region logits ``[B, n, H, W]`` (before the temperature)."""
-        features = self.encoder(images)
-        size = features.shape[-2:]
-        pooled = [F.interpolate(conv(F.adaptive_avg_pool2d(features, cells)), size=size,
-                                mode="bilinear", align_corners=False)
-                  for conv, cells in zip(self.pyramid, self.POOL_SIZES)]
-        logits = self.decoder(torch.cat([features, *pooled], dim=1))
+        logits = self.decoder(self.context(self.encoder(images)))
         if self.num_regions == 2:
             logits = torch.cat([logits, torch.zeros_like(logits)], dim=1)
         return logits
 
+    def context(self, features: Tensor) -> Tensor:
+        """The pyramid pooling module: ``features`` and one channel per pooling level,
+        upsampled back to their size (bilinear)."""
+        size = features.shape[-2:]
+        pooled = [F.interpolate(conv(pyramid_pool(features, cells)), size=size, mode="bilinear",
+                                align_corners=False)
+                  for conv, cells in zip(self.pyramid, self.POOL_SIZES)]
+        return torch.cat([features, *pooled], dim=1)
+
     def forward(self, images: Tensor) -> Tensor:
         return torch.softmax(self.logits(images) / self.temperature, dim=1)
+
+
+def pyramid_pool(features: Tensor, cells: int) -> Tensor:
+    """Average pooling over non-overlapping windows of ``size // cells`` pixels, as the
+    authors' code pools (not adaptive pooling): on F's 32×32 features, 3 cells are 10-pixel
+    windows and 6 cells 5-pixel ones, so the last 2 rows and columns never enter those
+    levels. Windows are at least one pixel (features smaller than ``cells``)."""
+    window = [max(size // cells, 1) for size in features.shape[-2:]]
+    return F.avg_pool2d(features, window)
 
 
 class RegionGenerator(nn.Module):
     """G_k(M_k, z_k): appearance ``[B, C, H, W]`` in [-1, 1] of region k, drawn from z_k.
 
     A linear map of z to a 4×4 grid, residual up-blocks with conditional normalisation on
-    z (§4: "conditional batch-normalization in G_k") and the mask average-pooled to each
+    z (instance norm in the authors' code, batch norm in §4's text) and the mask average-pooled to each
     block's input size concatenated to its features, SAGAN self-attention before the last
     block, then a conditional norm, the full mask, a 3×3 convolution and tanh. Widths halve
     from ``16 * width`` at 4×4 (for 128²) to ``width`` at full size.
     """
 
     def __init__(self, image_size: int = 128, channels: int = 3, z_dim: int = 32,
-                 width: int = 32, attention: bool = True, norm: str = "batch"):
+                 width: int = 64, attention: bool = True, norm: str = "instance"):
         super().__init__()
         levels = _num_levels(image_size)
         widths = [width * 2 ** (levels - 1 - k) for k in range(levels)]
@@ -186,9 +200,9 @@ class ReDONetworks(nn.Module):
 
     def __init__(self, image_size: int = 128, channels: int = 3, num_regions: int = 2,
                  z_dim: int = 32, mask_width: int = 64, mask_res_blocks: int = 3,
-                 temperature: float = 1.0, mask_downsampling: int = 2, gen_width: int = 32,
+                 temperature: float = 1.0, mask_downsampling: int = 2, gen_width: int = 64,
                  disc_width: int = 64, z_net_width: int = 64, gen_attention: bool = True,
-                 disc_attention: bool = True, cond_norm: str = "batch", init_gain: float = 0.8):
+                 disc_attention: bool = True, cond_norm: str = "instance", init_gain: float = 0.8):
         super().__init__()
         self.num_regions, self.z_dim = num_regions, z_dim
         self.mask = MaskNetwork(channels, num_regions, mask_width, mask_res_blocks, temperature,
