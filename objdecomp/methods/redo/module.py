@@ -1,22 +1,22 @@
 """ReDO: unsupervised object segmentation by redrawing (Chen, Artières, Denoyer, NeurIPS 2019).
 
-A mask network F splits an image into n regions; one region i ~ U(n) is redrawn by its
-generator G_i from a fresh code z_i while the other regions keep the input's pixels; a
-discriminator D judges the result, and δ must recover z_i from it, so region i cannot be
-empty (§3.3). Training alternates a G/F/δ step and a D step (Algorithm 1) through manual
-optimisation. The decomposition is F's n soft masks; which one is the object is decided
-by the evaluation's best permutation (§5.2).
+A mask network F splits an image into n regions; a region is redrawn by its generator G_k
+from a fresh code z_k while the other regions keep the input's pixels; a discriminator D
+judges the result, and δ must recover z_k, so region k cannot be empty (§3.3). Training
+alternates a G/F/δ step and a D step (Algorithm 1) through manual optimisation. The
+decomposition is F's n soft masks; which one is the object is decided by the evaluation's
+best permutation (§5.2).
 
-Deliberate deviations, each flagged where it happens:
-- D's real images are the batch being redrawn (Algorithm 1 and the code draw a second
-  batch). Each hinge term's expectation is unchanged; only their covariance differs.
-- ``redraw="all"`` switches to the authors' code (every region redrawn each iteration, δ
-  fed the fully generated image); the default ``"one"`` is the paper's Algorithm 1.
+The defaults are what the authors' code runs (and the paper tables' configs use): every
+region redrawn each iteration, δ fed the fully generated image, conditional instance norm in
+G_k, D's real images drawn apart from the redrawn ones. ``redraw="one"`` with
+``cond_norm="batch"`` is the paper text's Algorithm 1 and §4; docs/methods/redo.md lists
+every place where the code and the text differ.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -25,14 +25,16 @@ from torch import Tensor
 from objdecomp.methods.base import DecompositionModule
 from objdecomp.methods.redo.networks import ReDONetworks
 from objdecomp.methods.redo.pictures import PICTURE_IMAGES, redrawing_figure
+from objdecomp.methods.redo.real_batches import real_batch_loader
 from objdecomp.nn.gan import hinge_d_loss, hinge_g_loss
+from objdecomp.schedules import counters
 from objdecomp.training import (AlternatingUpdates, EmulatedBF16Warning, ExactResume,
                                 NonFiniteLossGuard, Player)
 from objdecomp.types import Decomposition
 
 
 class ReDO(DecompositionModule):
-    """The ReDO GAN (§3–4). Defaults are the paper's (and the code's where it is silent).
+    """The ReDO GAN (§3–4). Defaults are the authors' code's (docs/methods/redo.md).
 
     Args:
         num_regions: n, the number of regions (2; 3 for colored-2-MNIST, §5.1).
@@ -46,16 +48,22 @@ class ReDO(DecompositionModule):
         discriminator_lr: Adam learning rate of D (default: ``lr``, as in §4; SAGAN's
             two-timescale rule would be 4x ``lr``).
         discriminator_steps: D updates per G/F/δ update (1 in Algorithm 1 and the code), each
-            on freshly redrawn images of the same batch.
+            on freshly redrawn images of the same batch and the same real images.
         mask_width, mask_res_blocks, temperature: F's width at 1/4 resolution, residual
             blocks, softmax temperature (64, 3, 1 in the code).
         mask_downsampling: stride-2 steps in F's encoder (2 in the code; see MaskNetwork).
-        gen_width, disc_width, z_net_width: base widths of G_k, D and δ (32, 64, 64: the
-            code's Flowers configuration).
+        gen_width, disc_width, z_net_width: base widths of G_k, D and δ (the code's ``nfX``,
+            ``nfD``, ``nfZ``: 64 each by default; its README trains Flowers with ``nfX`` 32).
         gen_attention, disc_attention: SAGAN self-attention in G_k and D (§4: both).
-        cond_norm: ``"batch"`` (§4) or ``"instance"`` (the code) conditional normalisation.
+        cond_norm: ``"instance"`` (the code) or ``"batch"`` (§4's text) conditional
+            normalisation in G_k.
         init_gain: gain of the orthogonal initialisation (0.8 in the code).
-        redraw: ``"one"`` region per image (Algorithm 1) or ``"all"`` regions (the code).
+        redraw: ``"all"`` regions each iteration, D judging n·B fakes and δ reading the fully
+            generated image (the code), or ``"one"`` region i ~ U(n) per image (Algorithm 1).
+        real_batch: D's real images: ``"separate"``, a batch drawn apart from the redrawn one
+            (Algorithm 1 and the code; :mod:`~objdecomp.methods.redo.real_batches`), or
+            ``"same"``, the redrawn batch itself (no second batch to load; each hinge term's
+            expectation is unchanged, only their covariance differs).
         channels_last: run every network in channels-last memory format (D's forward 1.8x
             faster on this CPU, and the layout tensor-core GPUs prefer; same results).
     """
@@ -64,31 +72,31 @@ class ReDO(DecompositionModule):
         f"*.{name}.*": "SAGAN self-attention adds gamma * attention with gamma = 0 at first, "
                        "so no gradient reaches its inner weights before gamma moves"
         for name in ("query", "key", "value", "out")}
-    rank_local_tensors = {
-        "_share_sum": "per-rank region shares; CollapseRestart averages them over ranks itself",
-    }
-
     def __init__(self, num_regions: int = 2, z_dim: int = 32, lambda_z: float = 5.0,
                  lr: float = 1e-4, mask_lr: float = 1e-5, mask_weight_decay: float = 1e-4,
                  betas: Tuple[float, float] = (0.0, 0.9), discriminator_lr: Optional[float] = None,
                  discriminator_steps: int = 1, mask_width: int = 64,
                  mask_res_blocks: int = 3, temperature: float = 1.0, mask_downsampling: int = 2,
-                 gen_width: int = 32, disc_width: int = 64, z_net_width: int = 64,
+                 gen_width: int = 64, disc_width: int = 64, z_net_width: int = 64,
                  gen_attention: bool = True, disc_attention: bool = True,
-                 cond_norm: str = "batch", init_gain: float = 0.8,
-                 redraw: str = "one", image_size: int = 128, channels: int = 3,
+                 cond_norm: str = "instance", init_gain: float = 0.8,
+                 redraw: str = "all", real_batch: str = "separate",
+                 image_size: int = 128, channels: int = 3,
                  max_objects: int = 1, num_classes: int = 0, num_background: int = 1,
                  init_checkpoint: Optional[str] = None, channels_last: bool = True):
         super().__init__(image_size, channels, max_objects, num_classes, num_background,
                          init_checkpoint)
         if redraw not in ("one", "all"):
             raise ValueError(f"redraw must be 'one' (Algorithm 1) or 'all' (the code), got {redraw!r}")
+        if real_batch not in ("separate", "same"):
+            raise ValueError(f"real_batch must be 'separate' or 'same', got {real_batch!r}")
         if discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
         self.save_hyperparameters()
         self.automatic_optimization = False  # alternating G/D updates (Algorithm 1)
         self.num_regions, self.z_dim, self.lambda_z, self.redraw_mode = (
             num_regions, z_dim, lambda_z, redraw)
+        self.real_batch = real_batch
         self.lr, self.mask_lr, self.mask_weight_decay, self.betas = (
             lr, mask_lr, mask_weight_decay, tuple(float(b) for b in betas))
         self.discriminator_lr = lr if discriminator_lr is None else discriminator_lr
@@ -106,10 +114,7 @@ class ReDO(DecompositionModule):
         self.nets = ReDONetworks(**self._network_args)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.nets.to(memory_format=self.memory_format)
-        # Region shares of F's masks since the last collapse check. Plain attributes, not
-        # buffers: DDP would overwrite every rank's buffers with rank 0's at each forward.
-        self._share_sum: Optional[Tensor] = None
-        self._share_count = 0
+        self._real_batches: Optional[Iterator[Dict[str, Tensor]]] = None  # real_batch="separate"
 
     # --- decomposition (contract 2) ----------------------------------------------------------
     def decompose(self, images: Tensor) -> Decomposition:
@@ -145,8 +150,18 @@ class ReDO(DecompositionModule):
     def configure_callbacks(self):
         return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]
 
+    def on_train_start(self) -> None:
+        if self.real_batch == "separate":  # from this batch on, also after a resume
+            loader = real_batch_loader(self.trainer.train_dataloader, start=counters(self)[0],
+                                       rank=self.global_rank, world_size=self.trainer.world_size)
+            self._real_batches = iter(loader)
+
+    def on_train_end(self) -> None:
+        self._real_batches = None  # ends the stream's loader workers
+
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
         images = self._network_input(batch["image"])
+        real = images if self.real_batch == "same" else self._next_real_images()
         terms: Dict[str, Tensor] = {}
 
         def generator_loss() -> Tensor:
@@ -155,12 +170,20 @@ class ReDO(DecompositionModule):
             return adversarial + self.lambda_z * z_error
 
         totals = self.updates.step(self, {"g": generator_loss,
-                                          "d": lambda: self._discriminator_loss(images)})
+                                          "d": lambda: self._discriminator_loss(images, real)})
         self.log_losses({**terms, **totals})
 
     def _network_input(self, images: Tensor) -> Tensor:
         """Images in [0, 1] -> [-1, 1] (the generators end with tanh), in the nets' layout."""
         return (images * 2 - 1).contiguous(memory_format=self.memory_format)
+
+    def _next_real_images(self) -> Tensor:
+        """D's real images for this batch (``real_batch="separate"``)."""
+        if self._real_batches is None:
+            raise RuntimeError("real_batch='separate' reads its stream from on_train_start; "
+                               "call training_step through a Trainer")
+        images = next(self._real_batches)["image"]
+        return self._network_input(images.to(self.device, non_blocking=True))
 
     def _sample(self, batch_size: int) -> Tuple[Tensor, Tensor]:
         """Region i ~ U(n) and z_i ~ N(0, I) for each image (Algorithm 1, lines 3–4)."""
@@ -181,9 +204,6 @@ class ReDO(DecompositionModule):
     def _generator_terms(self, images: Tensor) -> Tuple[Tensor, Tensor]:
         """-D(G_F(I, z_i, i)) and ||δ_i(G_F(I, z_i, i)) - z_i||² (Algorithm 1, lines 5–7)."""
         masks = self.nets.mask(images)
-        shares = masks.detach().float().mean(dim=(0, 2, 3))
-        self._share_sum = shares if self._share_sum is None else self._share_sum + shares
-        self._share_count += 1
         region, z = self._sample(images.shape[0])
         fakes, delta_input = self._fakes(images, masks, region, z)
         adversarial = hinge_g_loss(self.nets.discriminator(fakes))
@@ -192,26 +212,23 @@ class ReDO(DecompositionModule):
             z_hat = z_hat[torch.arange(images.shape[0], device=self.device), region]
         return adversarial, F.mse_loss(z_hat.float(), z)
 
-    def _discriminator_loss(self, images: Tensor) -> Tensor:
-        """Hinge loss on real images and freshly redrawn ones (Algorithm 1, lines 11–15)."""
+    def _discriminator_loss(self, images: Tensor, real: Tensor) -> Tensor:
+        """Hinge loss on ``real`` images and ``images`` freshly redrawn (Algorithm 1, lines
+        11–15)."""
         with torch.no_grad():
             region, z = self._sample(images.shape[0])
             fakes, _ = self._fakes(images, self.nets.mask(images), region, z)
         # One pass over real and fake together: one power iteration per SN layer, bigger GEMMs.
-        scores = self.nets.discriminator(torch.cat([images, fakes.to(images.dtype)]))
-        return hinge_d_loss(scores[: images.shape[0]], scores[images.shape[0]:])
+        scores = self.nets.discriminator(torch.cat([real, fakes.to(real.dtype)]))
+        return hinge_d_loss(scores[: real.shape[0]], scores[real.shape[0]:])
 
     # --- collapse detection and restart (callbacks/collapse.py) -----------------------------------
-    def collapse_statistic(self) -> Optional[Tensor]:
-        """Smallest mean share of a region in F's masks since the last call (None if no batch).
-
-        A region whose share tends to 0 is the empty-mask collapse of §4.
-        """
-        if self._share_sum is None:
-            return None
-        shares = self._share_sum / self._share_count
-        self._share_sum, self._share_count = None, 0
-        return shares.min()
+    @torch.no_grad()
+    def collapse_statistic(self, images: Tensor) -> Tensor:
+        """The smallest region's share of F's soft masks on ``images`` (in [0, 1]), the
+        code's criterion: a region whose share tends to 0 is the empty-mask collapse of §4."""
+        masks = self.nets.mask(self._network_input(images)).float()
+        return masks.mean(dim=(0, 2, 3)).min()
 
     def restart(self, seed: int) -> None:
         """Re-initialise every network and optimizer state, as the code does on collapse.
