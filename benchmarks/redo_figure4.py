@@ -6,10 +6,14 @@ For LFW, CUB and Flowers (the paper's panels, left to right) it reads every resu
 ``redo_supervised_<dataset>`` (including per-N experiment names such as
 ``redo_supervised_flowers/n50``) and of ``redo_<dataset>``, as ``objdecomp test`` writes
 them. N comes from each file's resolved config (``data.init_args.labelled_subset``). Top row:
-test accuracy, bottom row: test IoU (best region permutation, ``test/fg_best_*``), against N
-on a log axis; the supervised curve joins the mean over runs at each N, the unsupervised
-ReDO result is a dashed line (mean over runs). Runs are counted in each panel's title.
-``--prefix quick/`` plots the CPU-sized experiments instead.
+test accuracy, bottom row: test IoU, against N on a log axis; the supervised curve joins the
+mean over runs at each N, the unsupervised ReDO result is a dashed line (mean over runs). Runs
+are counted in each panel's title. ``--prefix quick/`` plots the CPU-sized experiments instead.
+
+The two are scored as they are selected: the supervised F, told that region 0 is the object,
+with fixed roles (``test/fg_*``; its configs select on ``val/fg_iou``), since the best
+permutation per image would credit it with inverted masks; ReDO, which cannot know which region
+is the object, with the best permutation per image (``test/fg_best_*``, Table 1).
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from typing import Dict, List, Optional, Tuple
 from PIL import Image, ImageDraw, ImageFont
 
 DATASETS = (("lfw", "LFW"), ("cub", "CUB"), ("flowers", "Flowers"))  # Fig. 4 order
-METRICS = (("test/fg_best_acc", "test accuracy"), ("test/fg_best_iou", "test IoU"))
+# (supervised key, unsupervised key, label) per row.
+METRICS = (("test/fg_acc", "test/fg_best_acc", "test accuracy"),
+           ("test/fg_iou", "test/fg_best_iou", "test IoU"))
 PANEL, MARGIN = (380, 270), (40, 34, 16, 44)  # panel size; left, top, right, bottom margins
 BLUE, ORANGE, GREY = (31, 119, 180), (255, 127, 14), (200, 200, 200)
 
@@ -108,19 +114,27 @@ def draw_panel(draw: ImageDraw.ImageDraw, origin: Tuple[int, int], title: str,
                   font=font, anchor="mm")
 
 
+def panels(results: Path, prefix: str) -> Dict[Tuple[int, int], Tuple[str, list, Optional[float]]]:
+    """``(column, row) -> (title, supervised curve, ReDO level)`` of every panel."""
+    out = {}
+    for col, (name, label) in enumerate(DATASETS):
+        supervised = read_results(results / f"{prefix}redo_supervised_{name}")
+        unsupervised = read_results(results / f"{prefix}redo_{name}")
+        for row, (supervised_key, unsupervised_key, ylabel) in enumerate(METRICS):
+            curve = supervised_curve(supervised, supervised_key)
+            level, runs = unsupervised_level(unsupervised, unsupervised_key)
+            title = (f"{label}, {ylabel} ({sum(r for _, _, r in curve)} supervised, "
+                     f"{runs} ReDO runs)")
+            out[col, row] = (title, curve, level)
+    return out
+
+
 def render(results: Path, prefix: str) -> Image.Image:
     width, height = PANEL[0] * len(DATASETS), PANEL[1] * len(METRICS) + 30
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    for col, (name, label) in enumerate(DATASETS):
-        supervised = read_results(results / f"{prefix}redo_supervised_{name}")
-        unsupervised = read_results(results / f"{prefix}redo_{name}")
-        for row, (key, ylabel) in enumerate(METRICS):
-            curve = supervised_curve(supervised, key)
-            level, runs = unsupervised_level(unsupervised, key)
-            title = (f"{label}, {ylabel} ({sum(r for _, _, r in curve)} supervised, "
-                     f"{runs} ReDO runs)")
-            draw_panel(draw, (col * PANEL[0], row * PANEL[1]), title, curve, level)
+    for (col, row), (title, curve, level) in panels(results, prefix).items():
+        draw_panel(draw, (col * PANEL[0], row * PANEL[1]), title, curve, level)
     legend_y = height - 16
     draw.line([20, legend_y, 50, legend_y], fill=BLUE, width=2)
     draw.text((56, legend_y), "supervised", fill="black", font=_font(12), anchor="lm")

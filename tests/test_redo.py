@@ -119,7 +119,7 @@ def test_decompose_follows_the_contract():
 
 
 def test_generator_terms_on_a_hand_built_discriminator_and_delta(monkeypatch):
-    module = tiny_module()
+    module = tiny_module(redraw="one")
     region, z = torch.tensor([0, 1, 1]), torch.randn(3, 4)
     monkeypatch.setattr(module, "_sample", lambda b: (region, z))
     monkeypatch.setattr(module.nets.discriminator, "forward", lambda x: torch.full((x.shape[0], 1), 3.0))
@@ -136,7 +136,7 @@ def test_generator_terms_on_a_hand_built_discriminator_and_delta(monkeypatch):
 
 def test_one_iteration_updates_exactly_the_right_parameters(monkeypatch):
     """G step: F, G_0 (the only region redrawn) and δ; D step: D alone."""
-    module = tiny_module()
+    module = tiny_module(redraw="one")
     monkeypatch.setattr(module, "_sample", lambda b: (torch.zeros(b, dtype=torch.long),
                                                       torch.randn(b, module.z_dim)))
     snapshots = [{n: p.detach().clone() for n, p in module.named_parameters()}]
@@ -221,12 +221,12 @@ def test_collapse_restart_is_bounded_logged_and_reinitialises(caplog):
     assert all(not opt.optimizer.state for opt in module.optimizers())
 
 
-def test_collapse_statistic_is_the_smallest_region_share():
-    module = tiny_module()
-    assert module.collapse_statistic() is None
-    module._share_sum, module._share_count = torch.tensor([0.9, 0.1]) + torch.tensor([0.7, 0.3]), 2
-    assert module.collapse_statistic().item() == pytest.approx(0.2)
-    assert module.collapse_statistic() is None  # the window was reset
+def test_collapse_statistic_is_the_smallest_region_share_of_the_soft_masks(monkeypatch):
+    module = tiny_module(num_regions=3)
+    masks = torch.zeros(2, 3, 16, 16)
+    masks[0, 0], masks[1, 1, :, :4], masks[1, 2, :, 4:] = 1, 1, 1  # shares 0.5, 0.125, 0.375
+    monkeypatch.setattr(module.nets.mask, "forward", lambda images: masks)
+    assert module.collapse_statistic(torch.rand(2, 3, 16, 16)).item() == pytest.approx(0.125)
 
 
 def test_redrawing_figure_has_one_row_per_image_and_fig2_columns():
