@@ -94,6 +94,8 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
             left out of the choice. Evaluation (``test``, any ``test_split``) reads whole splits.
         labelled_seed: seed of the choice of the N images.
         min_epoch_items: the N images are cycled to at least this many items per epoch.
+        drop_last: drop each training epoch's last partial batch (false: train on it too, as
+            DTI-Sprites' code does, so epochs have the authors' step counts).
     """
 
     image_size: int = 64
@@ -107,7 +109,8 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
 
     def __init__(self, batch_size: int = 32, eval_batch_size: Optional[int] = None,
                  num_workers: int = 0, seed: int = 0, labelled_subset: Optional[int] = None,
-                 labelled_split: str = "train", labelled_seed: int = 0, min_epoch_items: int = 1000):
+                 labelled_split: str = "train", labelled_seed: int = 0, min_epoch_items: int = 1000,
+                 drop_last: bool = True):
         super().__init__()
         if labelled_split not in ("train", "val"):
             raise ValueError(f"labelled_split must be 'train' or 'val', got {labelled_split!r}")
@@ -117,6 +120,7 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         self.seed = seed
         self.labelled_subset, self.labelled_split = labelled_subset, labelled_split
         self.labelled_seed, self.min_epoch_items = labelled_seed, min_epoch_items
+        self.drop_last = drop_last
         self.datasets: Dict[str, Dataset] = {}  # whole splits; methods use sample_batch()
         self._labelled: Optional[Dict[str, Dataset]] = None
 
@@ -145,10 +149,10 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
             self._check_one_batch(self._fit_split("train"))  # a labelled subset is chosen here too
 
     def _check_one_batch(self, train: Dataset) -> None:
-        """Training drops the last partial batch, so a training split smaller than one batch per
-        process would train nothing and still end successfully: say so before fitting."""
+        """Training drops the last partial batch (``drop_last``), so a training split smaller than
+        one batch per process would train nothing and still end successfully: say so before fitting."""
         world = self._rank_and_world()[1]
-        if len(train) // world < self.batch_size:
+        if len(train) // world < (self.batch_size if self.drop_last else 1):
             raise ValueError(f"{self.name}: the 'train' split has {len(train)} images, fewer than one "
                              f"training batch (batch_size {self.batch_size} x {world} process(es)); "
                              "no step would run. Lower data.init_args.batch_size or add images.")
@@ -221,7 +225,8 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         rank, world = self._rank_and_world()
         sampler = ShardedSampler(len(dataset), rank, world, shuffle=shuffle, even=shuffle,
                                  seed=self.seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=shuffle,
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
+                          drop_last=shuffle and self.drop_last,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                           pin_memory=torch.cuda.is_available())
 
