@@ -175,19 +175,19 @@ def _dti_case():
     return {"image": images, "mask": mask}, decomposition
 
 
-def test_ari_fg_dti_gives_the_numbers_of_dti_modules_former_protocol():
-    """Per-image values and mean of the protocol as it lived in the DTI module (MeanMetric of
-    ARI-FG after reassigning to the closest non-empty layer, NaN images ignored)."""
+def test_ari_fg_dti_reassigns_to_every_object_layer_as_the_authors_code():
+    """Per-image values and mean of DTI's protocol: predicted background goes to the closest
+    object layer, empty ones included (#14 item 7), NaN images ignored."""
     batch, decomposition = _dti_case()
     metric = ARIFGDTI(num_background=1)
-    assert metric.scores(batch, decomposition).tolist()[:2] == [1.0, 0.0]
+    image_1 = 0.4948453608247423  # its empty layer 1 competes too
+    assert metric.scores(batch, decomposition).tolist()[:2] == pytest.approx([1.0, image_1], abs=1e-12)
     values = feed(metric, batch, decomposition, sizes=(2, 1))
-    assert values[""].item() == pytest.approx(0.5, abs=1e-12)
+    assert values[""].item() == pytest.approx((1 + image_1) / 2, abs=1e-12)
     assert values["n_undefined"].item() == 1  # the image without foreground
-    # Without classes every object layer counts as non-empty (as if all classes were > 0).
     unclassed = Decomposition(decomposition.recon, decomposition.masks,
                               decomposition.background, decomposition.layers)
-    assert metric.scores(batch, unclassed)[1].item() == pytest.approx(0.4948453608247423, abs=1e-12)
+    assert metric.scores(batch, unclassed)[1].item() == pytest.approx(image_1, abs=1e-12)
     reassigned = F.reassign_background_to_layers(
         batch["image"], unclassed.segmentation(), unclassed.layers, unclassed.background,
         torch.tensor([[False, True, True]] * 3))

@@ -13,11 +13,12 @@ from objdecomp.metrics.base import DecompositionMetric, ImageMean
 from objdecomp.metrics.clustering import ClusterAccuracy, CountAccuracy, SemanticSegmentation
 from objdecomp.metrics.segmentation import (ARI, ARIFG, ARIFGDTI, BestOverlapIoU,
                                             BestPermutationForeground, ForegroundSegmentation,
-                                            MatchedIoU, PerImageMean)
+                                            MatchedForegroundAccuracy, MatchedIoU, PerImageMean)
 
 __all__ = ["ARI", "ARIFG", "ARIFGDTI", "BestOverlapIoU", "BestPermutationForeground",
            "ClusterAccuracy", "CountAccuracy", "DecompositionMetric", "ForegroundSegmentation",
-           "ImageMean", "MatchedIoU", "PerImageMean", "SemanticSegmentation", "build_metrics"]
+           "ImageMean", "MatchedForegroundAccuracy", "MatchedIoU", "PerImageMean",
+           "SemanticSegmentation", "build_metrics"]
 
 
 def build_metrics(num_classes: int, num_background: int,
@@ -42,6 +43,7 @@ def build_metrics(num_classes: int, num_background: int,
         metrics["fg"] = ForegroundSegmentation(num_background)
         if max_objects == 1:
             metrics["fg_best"] = BestPermutationForeground(num_background)
+            metrics["fg_global"] = MatchedForegroundAccuracy(num_background)  # DTI's Table 4
     if num_classes > 0:
         metrics["semantic"] = SemanticSegmentation(num_classes)
     return metrics

@@ -127,6 +127,32 @@ def reassign_background_to_layers(images: Tensor, segmentation: Tensor, layers: 
     return torch.where(reassign, closest, segmentation)
 
 
+def frontmost_labels(alphas: Tensor, occlusion: Tensor, threshold: float = 0.5) -> Tensor:
+    """DTI-Sprites' evaluation labels (its authors' code): each pixel goes to the object layer
+    whose mask exceeds ``threshold`` and that no other such layer occludes under the binarised
+    occlusion matrix; 0 (background) where no mask does.
+
+    Written as the authors write it, Eq. 2 applied to layer ids with binary masks and occlusion:
+    ``Σ_l l·m_l·Π_{j≠l}(1 − δ_jl m_j)``, clamped to [0, L] (a non-transitive order can leave
+    several layers or none visible; the sum is then what they score).
+
+    Args:
+        alphas: ``[B, L, H, W]`` the object layers' transparencies.
+        occlusion: ``[B, L, L]`` ``δ_jl``, how much layer j occludes layer l (zero diagonal).
+
+    Returns:
+        int64 ``[B, H, W]`` in ``0..L``.
+    """
+    b, num_layers, h, w = alphas.shape
+    check_shapes("frontmost_labels", (b, num_layers, num_layers), "from alphas [B, L, H, W]",
+                 occlusion=occlusion)
+    masks = (alphas > threshold).to(alphas.dtype)
+    delta = (occlusion > threshold).to(alphas.dtype)
+    visible = masks * (1 - delta[..., None, None] * masks[:, :, None]).prod(1)  # [B, L, H, W]
+    ids = torch.arange(1, num_layers + 1, device=alphas.device, dtype=alphas.dtype)
+    return (visible * ids[:, None, None]).sum(1).round().clamp(0, num_layers).long()
+
+
 def _ari_from_table(table: Tensor) -> Tensor:
     # Ordered pair counts, as sklearn.metrics.cluster.pair_confusion_matrix computes them;
     # exact in int64 (up to ~3e9 pixels per image), floats only for the final ratio.
@@ -322,6 +348,18 @@ def foreground_scores(pred_fg: Tensor, target_fg: Tensor,
     """
     counts = foreground_counts(pred_fg.bool(), target_fg.bool())
     return foreground_scores_from_counts(counts.sum(0) if pooled else counts)
+
+
+def matched_foreground_accuracy(counts: Tensor) -> Tensor:
+    """Pixel accuracy under one Hungarian match of the fg/bg 2×2 confusion matrix pooled over
+    a dataset (DTI-Sprites' Table 4, as its authors' code scores it): the better of the fixed
+    roles and the swapped ones, for all images at once. ``counts``: ``[..., 4]`` summed
+    :func:`foreground_counts`; NaN without pixels.
+    """
+    tp, pred, true, n = counts.double().unbind(-1)
+    agree = n - pred - true + 2 * tp
+    best = torch.maximum(agree, n - agree)
+    return torch.where(n > 0, best / n.clamp(min=1), torch.full_like(n, float("nan")))
 
 
 def region_foreground_scores(segmentation: Tensor, target_fg: Tensor,

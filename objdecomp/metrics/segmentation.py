@@ -96,10 +96,10 @@ class ARIFG(PerImageMean):
 
 class ARIFGDTI(PerImageMean):
     """ARI-FG as DTI-Sprites scores it (Sec. 4.1): pixels predicted as background are first
-    reassigned to the closest non-empty object layer
+    reassigned to the object layer whose colour is closest to the input's
     (:func:`functional.reassign_background_to_layers`), then ARI over the ground-truth
-    foreground. Needs ``layers``; object layers are the non-background components, empty
-    where ``classes`` is 0 (without ``classes`` every object layer counts as non-empty).
+    foreground. As in the authors' code, every object layer competes, those holding the empty
+    sprite too. Needs ``layers``; object layers are the non-background components.
     """
 
     def __init__(self, num_background: int = 1, **kwargs: Any):
@@ -112,8 +112,6 @@ class ARIFGDTI(PerImageMean):
     def scores(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Tensor:
         background = decomposition.background
         candidates = ~background.to(decomposition.masks.device).expand(decomposition.masks.shape[:2])
-        if decomposition.classes is not None:
-            candidates = candidates & (decomposition.classes > 0)
         segmentation = F.reassign_background_to_layers(
             batch["image"], decomposition.segmentation(), decomposition.layers, background, candidates)
         return F.adjusted_rand_index(segmentation, batch["mask"],
@@ -177,6 +175,29 @@ class ForegroundSegmentation(DecompositionMetric):
     def compute(self) -> Dict[str, Tensor]:
         return {"acc": self.acc_total / self.n_images, "iou": self.iou_total / self.n_images,
                 "iou_pooled": F.foreground_scores_from_counts(self.pooled_counts)[1]}
+
+
+class MatchedForegroundAccuracy(DecompositionMetric):
+    """DTI-Sprites' Table 4 (Weizmann Horse) accuracy: one 2×2 fg/bg confusion matrix over the
+    whole split and one Hungarian match of its roles (:func:`functional.matched_foreground_accuracy`);
+    predicted foreground as :class:`ForegroundSegmentation`. Logged as ``<split>/fg_global``.
+    """
+
+    required_keys = ("mask",)
+    higher_is_better = True
+
+    def __init__(self, num_background: int = 1, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.num_background = num_background
+        _sum_state(self, "pooled_counts", shape=(4,), dtype=torch.int64)
+
+    def update(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> None:
+        background = decomposition.background.to(batch["mask"].device)
+        pred_fg = ~background[decomposition.segmentation()]
+        self.pooled_counts += F.foreground_counts(pred_fg, _foreground(batch, self.num_background)).sum(0)
+
+    def compute(self) -> Dict[str, Tensor]:
+        return {"": F.matched_foreground_accuracy(self.pooled_counts)}
 
 
 class BestPermutationForeground(DecompositionMetric):
