@@ -2,6 +2,7 @@
 
 import importlib
 import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import yaml
 from objdecomp.cli import experiment_config_files, experiment_names
 from objdecomp.compositing import composite, fixed_occlusion, add_background
 from objdecomp.methods.dti_sprites import DTISprites, exhaustive_selection, greedy_selection
+from objdecomp.methods.dti_sprites.networks import gaussian_window
+from objdecomp.nn.backbones import MiniResNet
 
 # training_step logs through Lightning; outside a Trainer that only warns.
 pytestmark = pytest.mark.filterwarnings("ignore:You are trying to `self.log")
@@ -67,6 +70,19 @@ def test_exhaustive_is_the_brute_force_minimum():
             if value < best:
                 best, best_ids = value, [g, k1, k2]
         assert ids[i].tolist() == best_ids
+
+
+def test_exhaustive_scores_sprites_and_the_empty_sprite_on_one_scale():
+    """A red square at 0.4 where the last layer draws: the red sprite (1.0) costs more than an
+    empty layer. (The exhaustive search once divided the sprites' errors by K, and drew it.)"""
+    colors, alphas = _candidates(b=1)
+    background = torch.zeros(1, 1, 3, 8, 8)
+    images = torch.zeros(1, 3, 8, 8)
+    images[:, 0, 4:7, 4:7] = 0.4
+    occlusion = add_background(fixed_occlusion(2))[None]
+    exhaustive = exhaustive_selection(images, colors, alphas, background, occlusion, empty=True)
+    greedy = greedy_selection(images, colors, alphas, background, occlusion, empty=True)
+    assert exhaustive.tolist() == greedy.tolist() == [[0, 3, 3]]
 
 
 def test_greedy_prefers_empty_when_a_sprite_gains_less_than_lambda():
@@ -153,6 +169,21 @@ def test_reassignment_copies_the_most_used_sprite():
     assert torch.equal(head.weight3[4 + 0], head.weight3[4 + 2])
 
 
+def test_reassignment_threshold_is_the_raw_share_of_the_layers_without_the_empty_sprite():
+    """#14 item 3 (C.2: "less than 20/K% of the images' layers"): sprite 0 holds 8 of 308 layers
+    (2.6% < 0.2/4) but 8% of the most used sprite's count; only with the empty sprite does the
+    authors' code compare with the most used sprite."""
+    usage = torch.tensor([8, 100, 100, 100])
+    settings = dict(image_size=16, channels=3, max_objects=2, num_classes=5, sprite_size=8,
+                    layer_transforms="col-pos", sprite_transforms="", encoder="resnet8")
+    without_empty = DTISprites(**settings, empty_sprite=False)
+    without_empty.usage.copy_(usage)
+    assert without_empty.reassign_rare_sprites() == [0]
+    with_empty = DTISprites(**settings, empty_sprite=True)
+    with_empty.usage.copy_(usage)
+    assert with_empty.reassign_rare_sprites() == []
+
+
 @pytest.mark.parametrize("drop_sprites", [True, False])
 def test_learning_rates_drop_tenfold_at_the_milestones(drop_sprites):
     model = DTISprites(image_size=8, channels=3, num_classes=3, sprite_transforms="",
@@ -168,11 +199,176 @@ def test_epoch_schedules_switch_modules_and_unfreeze_sprites_as_before():
                        sprite_transforms="proj@3-tps@5", background_transforms="col-proj@2",
                        freeze_sprites_epochs=2)
     sprite, background = model.net.sprite_tsf, model.net.background_tsf
-    # The first module is on from epoch 0 whatever its @E (today's curriculum, kept as is).
-    assert [sprite.set_epoch(e) for e in (0, 2, 3, 4, 5)] == [1, 1, 1, 1, 2]
+    # #14 item 1: "proj@3" is off until epoch 3 (the authors' sequences start with identity).
+    assert [sprite.set_epoch(e) for e in (0, 2, 3, 4, 5)] == [0, 0, 1, 1, 2]
     assert [background.set_epoch(e) for e in (0, 1, 2)] == [1, 1, 2]
     assert [model.sprite_freeze(0, e) for e in (0, 1, 2, 3)] == [1, 1, 0, 0]
     assert bool(model.frozen)  # frozen from construction on, before the first epoch starts
+
+
+# --- #14: what the authors' code does -----------------------------------------------------------
+def _config_model(experiment: str, **changes) -> DTISprites:
+    """The experiment's model with its datamodule's facts (class attributes: no data needed)."""
+    config = _merged(experiment_config_files(experiment))
+    module, _, name = config["data"]["class_path"].rpartition(".")
+    data_class = getattr(importlib.import_module(module), name)
+    facts = {k: getattr(data_class, k) for k in
+             ("image_size", "channels", "max_objects", "num_classes", "num_background")}
+    return DTISprites(**{**config["model"]["init_args"], **changes}, **facts)
+
+
+def _initial_alpha(model: DTISprites) -> torch.Tensor:
+    """``[H, W]`` the first sprite's alpha in the first layer, from freshly initialised heads."""
+    model.eval()
+    size = model.net.image_size
+    with torch.no_grad():
+        pred = model.net.predict(torch.rand(1, model.net.channels, size, size))
+        return model.net.render(pred)[1][0, 0, 0, 0]
+
+
+def _spread(profile: torch.Tensor) -> float:
+    """Standard deviation in pixels of a non-negative 1-D profile."""
+    x = torch.arange(len(profile), dtype=torch.float64)
+    w = profile.double() / profile.sum()
+    mean = (w * x).sum()
+    return float((w * (x - mean) ** 2).sum().sqrt())
+
+
+@pytest.mark.parametrize("experiment, footprint", [
+    ("dti_sprites_tetrominoes", 17.5), ("dti_sprites_multi_dsprites", 32.0), ("dti_sprites_clevr6", 64.0)])
+def test_paper_configs_start_sprites_over_half_the_canvas_as_the_authors(experiment, footprint):
+    """#14 item 4: with θ = (1 + e^s)·I + t a sprite first covers half the canvas, so its mask
+    std in pixels is the configured std scaled by footprint / sprite size (3.6, 8, 16 px)."""
+    model = _config_model(experiment)
+    sprite = model.net.sprite_size
+    native = gaussian_window(sprite, sprite, model.hparams.mask_std)
+    expected = _spread(native.sum(0)) * footprint / sprite
+    assert _spread(_initial_alpha(model).sum(0)) == pytest.approx(expected, rel=0.05)
+
+
+def test_no_shared_transformation_ablation_starts_like_the_full_model():
+    """#14 item 5: Table 2's sprite-level col-pos places the sprite as the layer-level one does."""
+    full = _initial_alpha(_config_model("dti_sprites_tetrominoes"))
+    ablation = _initial_alpha(_config_model("dti_sprites_tetrominoes_no_shared_transform"))
+    assert torch.allclose(ablation, full, atol=1e-5)
+    native_full = _initial_alpha(_config_model("dti_sprites_tetrominoes", position="native_size"))
+    native_ablation = _initial_alpha(_config_model("dti_sprites_tetrominoes_no_shared_transform",
+                                                   position="native_size"))
+    assert torch.allclose(native_ablation, native_full, atol=1e-5)
+
+
+def _two_translucent_layers(evaluation_labels: str) -> DTISprites:
+    """L = 2 layers that must both hold the one sprite, whose mask is 0.4 everywhere."""
+    model = DTISprites(image_size=8, channels=3, max_objects=2, num_classes=2, num_backgrounds=1,
+                       sprite_transforms="", background_transforms="", occlusion="fixed",
+                       empty_sprite=False, mask_noise=0.0, background_init=0.2, encoder="resnet8",
+                       evaluation_labels=evaluation_labels)
+    with torch.no_grad():
+        model.net.sprites.masks.fill_(0.4)
+    return model.eval()
+
+
+def test_evaluation_labels_follow_the_authors_frontmost_mask_rule():
+    """#14 item 8: visible weights 0.4 (front), 0.24 (behind), 0.36 (background): the largest is
+    the front layer, but no mask exceeds 0.5, so the authors label every pixel background."""
+    images = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        authors = _two_translucent_layers("frontmost_mask").checked_decompose(images)
+        weights = _two_translucent_layers("visible_weight").checked_decompose(images)
+    assert (authors.segmentation() == 0).all() and (weights.segmentation() == 2).all()
+    assert set(authors.masks.unique().tolist()) == {0.0, 1.0}
+
+
+def test_authors_labels_select_sprites_with_the_predicted_occlusion():
+    """#14 item 8: only the labels binarise the occlusion; the selection reads the predicted one."""
+    settings = dict(image_size=8, channels=3, max_objects=2, num_classes=3, sprite_transforms="",
+                    background_transforms="", encoder="resnet8")
+    images = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        _, soft, _ = DTISprites(**settings, evaluation_labels="frontmost_mask").eval().infer(images)
+        _, hard, _ = DTISprites(**settings, evaluation_labels="visible_weight").eval().infer(images)
+    assert torch.allclose(soft[0, 1:, 1:], torch.tensor([[0.0, 0.5], [0.5, 0.0]]))  # sigmoid(0)
+    assert torch.equal(hard[0, 1:, 1:], torch.zeros(2, 2))
+
+
+def test_exhaustive_selection_leaves_lambda_out_as_the_authors_code():
+    """#14 item 9: a faint red square gains less than λ = 0.01 from the red sprite; the authors'
+    exhaustive search draws it anyway, Eq. 5 as written (penalize_exhaustive) does not."""
+    images = torch.zeros(1, 3, 8, 8)
+    images[:, 0, 2:6, 2:6] = 0.51
+    classes = []
+    for penalize in (False, True):
+        model = _hand_built_model_with(selection="exhaustive", empty_penalty=0.01,
+                                       background_init=0.0, penalize_exhaustive=penalize)
+        with torch.no_grad():
+            classes.append(model.eval().checked_decompose(images).classes[0, 1].item())
+    assert classes == [1, 0]  # red sprite without λ, empty sprite with it
+
+
+def _hand_built_model_with(**changes) -> DTISprites:
+    settings = dict(image_size=8, channels=3, max_objects=1, num_classes=3, num_background=1,
+                    num_backgrounds=1, sprite_transforms="", background_transforms="",
+                    mask_noise=0.0, background_init=0.2, encoder="resnet8", encoder_pool=1)
+    model = DTISprites(**{**settings, **changes})
+    with torch.no_grad():
+        model.net.sprites.masks.copy_(_square(8, 2, 2, 4).expand(2, 1, 8, 8))
+        model.net.sprites.appearance.zero_()
+        model.net.sprites.appearance[0, 0] = 1.0
+        model.net.sprites.appearance[1, 1] = 1.0
+    return model
+
+
+def test_mini_resnet_starts_with_he_fan_in_normal_weights():
+    """#14 item 9: the authors' mini ResNet uses kaiming_normal_'s default (fan-in) mode."""
+    torch.manual_seed(0)
+    stem = MiniResNet(3, depth=32).stem[0].weight  # 16 x 3 x 3 x 3: fan-in 27, fan-out 144
+    assert stem.std().item() == pytest.approx(math.sqrt(2 / 27), rel=0.1)
+
+
+DTI_TABLE_CONFIGS = [name for name in experiment_names()
+                     if name.startswith("dti_sprites_") and "/" not in name]
+
+
+@pytest.mark.parametrize("experiment", DTI_TABLE_CONFIGS)
+def test_dti_configs_keep_the_last_partial_batch_as_the_authors_loader(experiment):
+    """#14 item 9: step counts equal the authors' (Weizmann Horse: 11 steps of 328 images per
+    epoch, 165k in 15,000 epochs, not 150k)."""
+    assert _merged(experiment_config_files(experiment))["data"]["init_args"]["drop_last"] is False
+
+
+def test_a_datamodule_without_drop_last_trains_on_the_partial_batch():
+    from datamodules.tetrominoes import TetrominoesDataModule
+
+    loaders = []
+    for drop_last in (True, False):
+        datamodule = TetrominoesDataModule(train_size=100, val_size=4, test_size=4, batch_size=32,
+                                           drop_last=drop_last)
+        datamodule.setup("fit")
+        loaders.append(len(datamodule.train_dataloader()))
+    assert loaders == [3, 4]
+    assert math.ceil(328 / 32) * 15000 == 165_000  # the authors' Horse steps with the partial batch
+
+
+def test_table_1_configs_read_dti_data_and_procedural_runs_are_named_variants():
+    """#14 item 6: Table 1 on DeepMind's records (DTI's first 60k; CLEVR6: the authors' 34,963),
+    scored on the first 320 training images; our procedural scenes only in named variants."""
+    import inspect
+
+    from datamodules.deepmind import DeepMindDataModule
+
+    table = {"dti_sprites_tetrominoes": ("DeepMindTetrominoesDataModule", "deepmind"),
+             "dti_sprites_multi_dsprites": ("DeepMindMultiDSpritesDataModule", "deepmind"),
+             "dti_sprites_clevr6": ("CLEVR6DataModule", "dti")}
+    for experiment, (data_class, source) in table.items():
+        data = _merged(experiment_config_files(experiment))["data"]
+        assert data["class_path"] == f"datamodules.deepmind.{data_class}"
+        assert data["init_args"]["source"] == source and "test_size" not in data["init_args"]
+    assert inspect.signature(DeepMindDataModule).parameters["test_size"].default == 320
+    procedural = ["dti_sprites_tetrominoes_procedural", "dti_sprites_multi_dsprites_procedural",
+                  "quick/dti_sprites_tetrominoes", "quick/dti_sprites_multi_dsprites"]
+    for experiment in procedural:
+        path = _merged(experiment_config_files(experiment))["data"]["class_path"]
+        assert path.split(".")[1] in ("tetrominoes", "multi_dsprites"), (experiment, path)
 
 
 # --- slow tier: every DTI experiment config trains a few steps and decomposes -------------------
@@ -227,7 +423,7 @@ def _positioned_model() -> DTISprites:
     model = DTISprites(image_size=16, channels=3, max_objects=1, num_classes=3, num_backgrounds=1,
                        sprite_size=8, layer_transforms="col-pos", sprite_transforms="",
                        background_transforms="", background_init=0.0, mask_noise=0.0,
-                       encoder="resnet8", empty_sprite=False)
+                       encoder="resnet8", empty_sprite=False, position="native_size")
     with torch.no_grad():
         model.net.sprites.masks.copy_(_square(8, 2, 2, 4).expand(2, 1, 8, 8))
         model.net.sprites.appearance.zero_()

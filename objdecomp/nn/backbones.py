@@ -65,8 +65,8 @@ class MiniResNet(nn.Module):
         self.stages = nn.Sequential(*layers)
         self.out_channels = channels
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if isinstance(module, nn.Conv2d):  # He et al.'s fan-in normal, as DTI-Sprites' code
+                nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.stages(self.stem(x))

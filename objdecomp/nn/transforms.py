@@ -1,9 +1,10 @@
 """Differentiable transformation modules (DTI-Clustering / DTI-Sprites, appendix C.1).
 
-Each module maps predicted parameters to a transformation and is the identity at zero
-parameters, so a head whose last layer is zero-initialised starts from the identity (C.1: "all
-transformation modules are initialized to identity functions"). Modules are parameter-free;
-the heads predicting their parameters live in :class:`TransformSequence`.
+Each module maps predicted parameters to a transformation. Modules are parameter-free; the
+heads predicting their parameters live in :class:`TransformSequence` and start at zero (C.1:
+"all transformation modules are initialized to identity functions"). Every module is the
+identity at zero parameters except the positioning module ``pos``, which follows the authors'
+code (see below).
 
 - ``col`` (2C): per-channel affine colour change ``(1 + w_c) x_c + b_c``.
 - ``pos`` (3): scale and translation, the coarse layer positioning of C.1.
@@ -17,11 +18,17 @@ homography, then the spline), so its maps are applied to output points right to 
 *fused* into one sampling grid: the image is resampled once per sequence, whatever the number
 of its modules (no blur from chained resamplings, one grid_sample call).
 
-Deliberate deviation, positioning: the authors' ``pos`` module starts at θ = 2I (a sprite
-covers half the canvas whatever its size). Here it starts at the identity *in pixels*: a sprite
-of ``h×w`` pixels is drawn at ``h×w`` pixels, centred (the ``scale`` argument is ``h/H, w/W``).
-This keeps C.1's identity initialisation, makes the sprite size the one knob of the initial
-footprint, and avoids resampling blur of the sprites at the start.
+Positioning, two parameterisations (``position`` of :class:`TransformSequence`):
+
+- ``"half_canvas"`` (:class:`Position`, the authors' code): θ = (1 + e^s)·I + t maps the canvas
+  onto the sprite's frame, so at zero parameters a sprite covers the central half of the canvas
+  whatever its size in pixels, and its displayed size 1/(1 + e^s) never exceeds the canvas.
+- ``"native_size"`` (:class:`NativeSizePosition`): the identity *in pixels*: a sprite of ``h×w``
+  pixels starts drawn at ``h×w`` pixels, centred, with an unbounded scale ``e^s``.
+
+Curriculum (C.2): ``name@E`` switches a module on at epoch E; a module without ``@E`` is on from
+the start. A sequence whose first module carries an epoch (``proj@150``) starts with no module
+on, as the authors' sequences start with an identity module (``identity_projective``).
 """
 
 from __future__ import annotations
@@ -86,7 +93,37 @@ class Color(Transform):
 
 
 class Position(Transform):
-    """``pos`` (C.1): scale ``e^s`` and translation ``t``; a point ``p`` comes from ``(p − t) / (σ e^s)``.
+    """``pos`` as the authors' code: a canvas point ``p`` samples the sprite at ``(1 + e^s) p + t``.
+
+    At zero parameters the sprite's frame covers the central half of the canvas (θ = 2I). The
+    frame's centre on the canvas is ``−t / (1 + e^s)`` and its size ``1 / (1 + e^s)`` of the
+    canvas (:meth:`placement`); ``scale`` is accepted for a common signature and not used.
+    """
+
+    num_params = 3
+
+    def __init__(self, scale: Sequence[float] = (1.0, 1.0)):
+        super().__init__()
+
+    def forward(self, points: Tensor, theta: Tensor) -> Tensor:
+        zoom = 1 + theta[..., :1].exp()
+        return points * zoom[..., None, :] + theta[..., None, 1:]
+
+    @staticmethod
+    def placement(theta: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(centre [..., 2], size [...])`` of the sprite's frame on the canvas ([−1, 1] units)."""
+        zoom = 1 + theta[..., 0].exp()
+        return -theta[..., 1:] / zoom[..., None], 1 / zoom
+
+    @staticmethod
+    def placed(centre: Tensor, size: Tensor) -> Tensor:
+        """Parameters that put the frame at ``centre`` with ``size`` (< 1: never beyond the canvas)."""
+        zoom = 1 / size
+        return torch.cat([(zoom - 1).log()[..., None], -centre * zoom[..., None]], -1)
+
+
+class NativeSizePosition(Transform):
+    """``pos`` starting at the identity in pixels: a point ``p`` samples ``(p − t) / (σ e^s)``.
 
     Args:
         scale: ``(σ_x, σ_y)``, the size of the input relative to the output at ``s = 0``
@@ -102,6 +139,17 @@ class Position(Transform):
     def forward(self, points: Tensor, theta: Tensor) -> Tensor:
         size = self.scale * theta[..., :1].exp()
         return (points - theta[..., None, 1:]) / size[..., None, :]
+
+    def placement(self, theta: Tensor) -> Tuple[Tensor, Tensor]:
+        """``(centre [..., 2], size [...])`` of the frame on the canvas (size along x)."""
+        return theta[..., 1:], self.scale[0] * theta[..., 0].exp()
+
+    def placed(self, centre: Tensor, size: Tensor) -> Tensor:
+        """Parameters that put the frame at ``centre`` with ``size`` (along x)."""
+        return torch.cat([(size / self.scale[0]).log()[..., None], centre], -1)
+
+
+POSITIONS = {"half_canvas": Position, "native_size": NativeSizePosition}
 
 
 class Similarity(Transform):
@@ -181,9 +229,12 @@ class ThinPlateSpline(Transform):
         return points + features @ coefficients
 
 
-def build_transform(name: str, channels: int, scale: Sequence[float]) -> Transform:
-    """A transformation module by its short name (Table 6)."""
-    factories = {"col": lambda: Color(channels), "pos": lambda: Position(scale),
+def build_transform(name: str, channels: int, scale: Sequence[float],
+                    position: str = "half_canvas") -> Transform:
+    """A transformation module by its short name (Table 6); ``position`` picks ``pos``'s form."""
+    if position not in POSITIONS:
+        raise ValueError(f"unknown position '{position}'; choose from {sorted(POSITIONS)}")
+    factories = {"col": lambda: Color(channels), "pos": lambda: POSITIONS[position](scale),
                  "sim": Similarity, "aff": Affine, "proj": Projective, "tps": ThinPlateSpline}
     if name not in factories:
         raise ValueError(f"unknown transformation '{name}'; choose from {sorted(factories)}")
@@ -193,8 +244,9 @@ def build_transform(name: str, channels: int, scale: Sequence[float]) -> Transfo
 def parse_sequence(spec: str) -> List[Tuple[str, int]]:
     """``"col-proj@100-tps@350"`` -> ``[("col", 0), ("proj", 100), ("tps", 350)]``.
 
-    ``name@E`` switches module ``name`` on at epoch E (the curriculum of C.2); modules must be
-    switched on in order. ``""`` or ``"id"`` is the empty (identity) sequence.
+    ``name@E`` switches module ``name`` on at epoch E (the curriculum of C.2), a module without
+    ``@E`` is on from epoch 0; modules must be switched on in order. ``""`` or ``"id"`` is the
+    empty (identity) sequence.
     """
     if spec in ("", "id", "identity"):
         return []
@@ -218,20 +270,22 @@ class TransformSequence(nn.Module):
         in_features: encoder feature size read by every head.
         groups: independent parameter sets predicted per image (layers, sprites, prototypes).
         channels: image channels (for ``col``).
-        scale: input size relative to output size, for ``pos``.
+        scale: input size relative to output size, for ``pos`` in ``"native_size"`` form.
         hidden: width of the two hidden layers of each head (Sec. 3.3: 128).
+        position: ``pos``'s parameterisation, ``"half_canvas"`` or ``"native_size"``.
     """
 
     def __init__(self, spec: str, in_features: int, groups: int, channels: int = 3,
-                 scale: Sequence[float] = (1.0, 1.0), hidden: int = 128):
+                 scale: Sequence[float] = (1.0, 1.0), hidden: int = 128,
+                 position: str = "half_canvas"):
         super().__init__()
         parsed = parse_sequence(spec)
         self.names = [name for name, _ in parsed]
         self.epochs = [epoch for _, epoch in parsed]
-        # How many modules are on at each epoch; the first is on from epoch 0 whatever its
-        # ``@E`` (so "proj@150" alone trains proj from the start).
-        self.curriculum = Curriculum(self.epochs, minimum=min(1, len(self.epochs)), unit="epoch")
-        self.transforms = nn.ModuleList(build_transform(n, channels, scale) for n in self.names)
+        # How many modules are on at each epoch: "proj@150" alone has none before epoch 150.
+        self.curriculum = Curriculum(self.epochs, unit="epoch")
+        self.transforms = nn.ModuleList(build_transform(n, channels, scale, position)
+                                        for n in self.names)
         self.heads = nn.ModuleList(GroupedMLP(groups, in_features, t.num_params, hidden)
                                    for t in self.transforms)
         # Number of modules switched on, kept in checkpoints so an evaluated model uses the
@@ -240,7 +294,7 @@ class TransformSequence(nn.Module):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> int:
-        """Switch on the modules whose curriculum epoch has come (the first is always on)."""
+        """Switch on the modules whose curriculum epoch has come; returns how many are on."""
         count = int(self.curriculum(0, epoch))
         self.num_active.fill_(count)
         return count

@@ -10,12 +10,12 @@ Schedules of appendix C.2-C.3, all epoch-indexed :mod:`objdecomp.schedules` obje
 under ``schedule/``: the curriculum of transformation modules (``@E`` in the sequence strings),
 sprites frozen for the first epochs, learning-rate drops at ``milestones``; and reassignment of
 rarely used sprites every ``reassign_every`` steps. DTI's ARI-FG protocol (predicted background
-reassigned to the closest non-empty layer) is the metric
-:class:`~objdecomp.metrics.ARIFGDTI`, logged as ``ari_fg_dti``.
+reassigned to the closest object layer) is the metric :class:`~objdecomp.metrics.ARIFGDTI`,
+logged as ``ari_fg_dti``; its evaluation labels are :func:`~objdecomp.metrics.functional.frontmost_labels`.
 
-Deliberate deviations (each also noted where it happens): the positioning module starts at the
-identity in pixels (:mod:`objdecomp.nn.transforms`); sprite usage for reassignment is counted
-over all layers (the authors' code samples one layer).
+Where this follows the authors' code rather than the paper's text, and the options that give
+the text's version, are listed in docs/methods/dti_sprites.md. Deliberate deviation: sprite
+usage for reassignment is counted over all layers (the authors' code samples one layer).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch import Tensor
 
 from objdecomp.compositing import composite, ownership
 from objdecomp.methods.base import DecompositionModule
+from objdecomp.metrics.functional import frontmost_labels
 from objdecomp.methods.dti_sprites.networks import DTISpritesNet, Prediction
 from objdecomp.methods.dti_sprites.pictures import decomposition_figure, sprite_sheet
 from objdecomp.methods.dti_sprites.selection import exhaustive_selection, greedy_selection
@@ -51,13 +52,23 @@ class DTISprites(DecompositionModule):
         layer_transforms, sprite_transforms, background_transforms: T^lay, T^spr, T^bkg as
             strings such as ``"col-pos"`` or ``"col-proj@100-tps@350"`` (Table 6; ``@E`` = on
             from epoch E, the curriculum of C.2).
-        empty_sprite: add the empty sprite (Sec. 3.1), penalised by ``empty_penalty`` (λ = 1e-4).
+        position: ``pos``'s parameterisation: ``"half_canvas"`` (the authors' code: a sprite starts
+            over the central half of the canvas) or ``"native_size"`` (starts at its size in pixels).
+        empty_sprite: add the empty sprite (Sec. 3.1), penalised by ``empty_penalty`` (λ = 1e-4)
+            in the greedy selection (the authors' code); ``penalize_exhaustive`` adds λ to the
+            exhaustive search too (Eq. 5 as written).
         occlusion: ``"learned"`` (Sec. 3.2) or ``"fixed"`` (later layers in front).
         selection: ``"greedy"`` (Algorithm 1, ``greedy_iterations`` = T) or ``"exhaustive"``.
+        evaluation_labels: how evaluation assigns pixels to layers. ``"frontmost_mask"`` (the
+            authors' code): sprites selected with the predicted occlusion, a pixel labelled by
+            the frontmost layer whose mask exceeds 0.5 under the binarised occlusion (one-hot
+            masks). ``"visible_weight"`` (Sec. 3.2's "at inference"): the occlusion binarised for
+            selection and compositing, a pixel owned by its largest visible weight.
         mask_noise: amplitude of the uniform mask noise of C.3 (0.4; 0 disables it).
         freeze_sprites_epochs: epochs with frozen sprites and no empty sprite (C.2).
-        reassign_every: steps between reassignment checks (0: never); a sprite used less than
-            ``reassign_threshold / K`` as often as the most used one is reassigned (C.2).
+        reassign_every: steps between reassignment checks (0: never); a sprite whose share of
+            the layers is under ``reassign_threshold / K`` is reassigned (C.2); with the empty
+            sprite the share is taken relative to the most used sprite (the authors' code).
         background_init: constant initial background, or None for the mean of 100 training
             images (C.2).
         encoder: ``"auto"`` (Sec. 3.3: mini ResNet-32 under 65×65, ResNet-18 above),
@@ -71,6 +82,7 @@ class DTISprites(DecompositionModule):
             CPU and on tensor-core GPUs; the results are the same).
     """
 
+    evaluation_scores = ("recon_mse",)
     parameters_without_gradient_at_first_step = {
         "net.sprites.*": "a sprite that no layer of the batch selects gets no gradient (Eq. 5 "
                          "keeps the best sprite per layer), nor do frozen sprites (C.2)",
@@ -82,9 +94,12 @@ class DTISprites(DecompositionModule):
                  num_sprites: Optional[int] = None, num_layers: Optional[int] = None,
                  num_backgrounds: int = 1, sprite_size: Optional[int] = None, mask_std: float = 5.0,
                  layer_transforms: str = "", sprite_transforms: str = "col-proj",
-                 background_transforms: str = "col-proj", empty_sprite: bool = True,
-                 empty_penalty: float = 1e-4, occlusion: Literal["learned", "fixed"] = "learned",
+                 background_transforms: str = "col-proj",
+                 position: Literal["half_canvas", "native_size"] = "half_canvas",
+                 empty_sprite: bool = True, empty_penalty: float = 1e-4,
+                 penalize_exhaustive: bool = False, occlusion: Literal["learned", "fixed"] = "learned",
                  selection: Literal["greedy", "exhaustive"] = "greedy", greedy_iterations: int = 1,
+                 evaluation_labels: Literal["frontmost_mask", "visible_weight"] = "frontmost_mask",
                  mask_noise: float = 0.4, freeze_sprites_epochs: int = 0, reassign_every: int = 0,
                  reassign_threshold: float = 0.2, background_init: Optional[float] = None,
                  encoder: str = "auto", encoder_pool: Optional[int] = None, encoder_width: int = 16,
@@ -103,7 +118,8 @@ class DTISprites(DecompositionModule):
         self.net = DTISpritesNet(channels, image_size, num_sprites, num_layers or max_objects,
                                  num_backgrounds, sprite_size or image_size, mask_std,
                                  layer_transforms, sprite_transforms, background_transforms,
-                                 occlusion == "learned", encoder, encoder_pool, encoder_width)
+                                 occlusion == "learned", encoder, encoder_pool, encoder_width,
+                                 position=position)
         if background_init is not None:
             torch.nn.init.constant_(self.net.backgrounds, background_init)
         # 1 while the sprites are frozen (C.2); the buffer keeps the state in checkpoints.
@@ -115,14 +131,16 @@ class DTISprites(DecompositionModule):
 
     # --- the model ------------------------------------------------------------------------
     def infer(self, images: Tensor, noise: Optional[Tensor] = None) -> Tuple[Prediction, Tensor, Tensor]:
-        """Heads, occlusion (binarised at 0.5 outside training, Sec. 3.2) and selected sprites.
+        """Heads, occlusion and selected sprites. The occlusion is binarised at 0.5 outside
+        training only with ``evaluation_labels="visible_weight"`` (see the class docstring).
 
         Returns the prediction, the occlusion ``[B, L+1, L+1]`` and ``ids`` ``[B, L+1]``.
         """
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         pred = self.net.predict(images)
-        occlusion = pred.occlusion if self.training else (pred.occlusion > 0.5).float()
+        binarise = not self.training and self.hparams.evaluation_labels == "visible_weight"
+        occlusion = (pred.occlusion > 0.5).float() if binarise else pred.occlusion
         frozen = bool(self.frozen)
         # Only the encoder follows the precision setting (bf16-mixed): products of many alphas
         # and the selection's small error differences need float32.
@@ -133,6 +151,7 @@ class DTISprites(DecompositionModule):
             penalty = self.hparams.empty_penalty if empty else 0.0
             args = (images.float(), colors, alphas, backgrounds, occlusion)
             if self.hparams.selection == "exhaustive":
+                penalty = penalty if self.hparams.penalize_exhaustive else 0.0
                 ids = exhaustive_selection(*args, empty=empty, penalty=penalty)
             else:
                 ids = greedy_selection(*args, self.hparams.greedy_iterations, empty, penalty)
@@ -152,21 +171,36 @@ class DTISprites(DecompositionModule):
 
     def forward(self, images: Tensor, noise: Optional[Tensor] = None):
         """Composite of the selected layers: ``(recon, weights, colors, ids)``."""
+        recon, weights, colors, _, ids, _ = self._composed(images, noise)
+        return recon, weights, colors, ids
+
+    def _composed(self, images: Tensor, noise: Optional[Tensor] = None):
+        """``(recon, weights, colors, alphas, ids, occlusion)`` of the selected layers."""
         pred, occlusion, ids = self.infer(images, noise)
         with torch.autocast(images.device.type, enabled=False):
             colors, alphas = self.layers(pred, ids, noise)
             recon, weights = composite(colors, alphas, occlusion)
-        return recon, weights, colors, ids
+        return recon, weights, colors, alphas, ids, occlusion
 
     def decompose(self, images: Tensor) -> Decomposition:
-        recon, weights, colors, ids = self(images)
+        recon, weights, colors, alphas, ids, occlusion = self._composed(images)
+        if self.hparams.evaluation_labels == "frontmost_mask":
+            labels = frontmost_labels(alphas[:, 1:, 0], occlusion[:, 1:, 1:])
+            masks = F.one_hot(labels, ids.shape[1]).permute(0, 3, 1, 2).to(weights.dtype)
+        else:
+            masks = ownership(weights)
         k = self.net.num_sprites
         objects = ids[:, 1:]
         classes = torch.cat([torch.zeros_like(ids[:, :1]), torch.where(objects < k, objects + 1, 0)], 1)
         background = torch.zeros(ids.shape[1], dtype=torch.bool, device=ids.device)
         background[0] = True
-        return Decomposition(recon.clamp(0, 1), ownership(weights), background,
+        return Decomposition(recon.clamp(0, 1), masks, background,
                              colors.clamp(0, 1), classes, (objects < k).sum(1))
+
+    def score_images(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Dict[str, Tensor]:
+        """The reconstruction error per image (the paper filters outlier runs by it, Sec. 4.1)."""
+        error = (decomposition.recon - batch["image"].to(decomposition.recon)).square()
+        return {"recon_mse": error.flatten(1).mean(1)}
 
     def pictures(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Dict[str, Tensor]:
         return {"sprites": sprite_sheet(self.net),
@@ -244,16 +278,20 @@ class DTISprites(DecompositionModule):
 
     @torch.no_grad()
     def reassign_rare_sprites(self) -> List[int]:
-        """C.2: sprites used less than ``threshold / K`` as often as the most used one become noisy
-        copies of it (appearance, mask, sprite-specific heads, and the masks' Adam moments)."""
+        """C.2: sprites used for less than ``threshold / K`` of the layers become noisy copies of
+        the most used one (appearance, mask, sprite-specific heads, and the masks' Adam moments).
+
+        Without the empty sprite every layer holds a sprite, so a sprite's share is its count
+        over all counts; with it, the count over the most used sprite's (the authors' code).
+        """
         usage = self.usage.float()
         if self._trainer is not None and self.trainer.world_size > 1:
             # Every rank must take the same decision and draw the same noise, or replicas diverge.
             usage = self.trainer.strategy.reduce(usage, reduce_op="sum")
         if usage.max() == 0:  # every layer empty since the last check
             return []
-        usage = usage / usage.max()
-        rare = (usage < self.hparams.reassign_threshold / self.net.num_sprites).nonzero().flatten().tolist()
+        share = usage / (usage.max() if self.hparams.empty_sprite else usage.sum())
+        rare = (share < self.hparams.reassign_threshold / self.net.num_sprites).nonzero().flatten().tolist()
         source = int(usage.argmax())
         generator = torch.Generator().manual_seed(self.global_step)
         optimizer = self.optimizers().optimizer if self._trainer is not None else None

@@ -78,24 +78,30 @@ class DTISpritesNet(nn.Module):
         learn_occlusion: predict the occlusion matrix (Sec. 3.2) or keep the fixed order.
         encoder, encoder_pool, encoder_width: :class:`~objdecomp.nn.backbones.Encoder` settings.
         hidden: hidden units of every MLP head (128 in Sec. 3.3).
+        position: parameterisation of ``pos`` (:mod:`objdecomp.nn.transforms`).
     """
 
     def __init__(self, channels: int, image_size: int, num_sprites: int, num_layers: int,
                  num_backgrounds: int, sprite_size: int, mask_std: float, layer_transforms: str,
                  sprite_transforms: str, background_transforms: str, learn_occlusion: bool,
-                 encoder: str, encoder_pool: int, encoder_width: int = 16, hidden: int = 128):
+                 encoder: str, encoder_pool: int, encoder_width: int = 16, hidden: int = 128,
+                 position: str = "half_canvas"):
         super().__init__()
         self.channels, self.image_size, self.sprite_size = channels, image_size, sprite_size
         self.num_sprites, self.num_layers, self.num_backgrounds = num_sprites, num_layers, num_backgrounds
         self.encoder = Encoder(encoder, channels, encoder_pool, encoder_width)
-        features, ratio = self.encoder.out_features, sprite_size / image_size
+        features, ratio = self.encoder.out_features, (sprite_size / image_size,) * 2
         self.layer_tsf = TransformSequence(layer_transforms, features, num_layers, channels,
-                                           (ratio, ratio), hidden)
+                                           ratio, hidden, position)
+        # The sprite-level modules place the sprite's frame on the canvas when the layer has no
+        # spatial module (Table 2's "w/o shared transfo."), so they start like the layer's would.
+        frame_placed_by_layer = any(t.spatial for t in self.layer_tsf.transforms)
         self.sprite_tsf = TransformSequence(sprite_transforms, features, num_layers * num_sprites,
-                                            channels, hidden=hidden)
+                                            channels, (1.0, 1.0) if frame_placed_by_layer else ratio,
+                                            hidden, position)
         self.background_tsf = TransformSequence(background_transforms if num_backgrounds else "",
                                                 features, max(num_backgrounds, 1), channels,
-                                                hidden=hidden)
+                                                hidden=hidden, position=position)
         self.sprites = Sprites(num_sprites, channels, (sprite_size, sprite_size), mask_std)
         self.backgrounds = nn.Parameter(torch.full((num_backgrounds, channels, image_size, image_size), 0.5))
         pairs = num_layers * (num_layers - 1) // 2

@@ -34,7 +34,7 @@ def _candidate_mse(difference: Tensor, premultiplied: Tensor, alphas: Tensor, hi
     """
     error = torch.addcmul(difference, premultiplied, through)
     error.addcmul_(alphas, hidden, value=-1)
-    return torch.linalg.vector_norm(error, dim=(-3, -2, -1)).square() / error[0, 0].numel()
+    return torch.linalg.vector_norm(error, dim=(-3, -2, -1)).square() / error.shape[-3:].numel()
 
 
 def _layer_scores(images: Tensor, premultiplied: Tensor, alphas: Tensor, layer: int,
