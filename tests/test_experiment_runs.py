@@ -85,7 +85,21 @@ def _clevr6(root: Path) -> Dict[str, object]:
     root.mkdir(parents=True)
     records = dm_fixtures.write_tfrecord(root / "clevr6.tfrecords", "clevr6", scenes)
     prepare("clevr6", "deepmind", records, root / "deepmind", log=lambda _: None)
-    return {"root": str(root), "val_size": 2, "test_size": 2}
+    return {"root": str(root), "source": "deepmind", "val_size": 2, "test_size": 2}
+
+
+def _deepmind(spec_key: str, cache: str) -> Callable[[Path], Dict[str, object]]:
+    """A prepared ``deepmind`` cache of 8 TFRecord scenes (Tetrominoes, Multi-dSprites)."""
+    def write(root: Path) -> Dict[str, object]:
+        from datamodules.deepmind_prepare import prepare
+
+        rng = np.random.default_rng(0)
+        scenes = [dm_fixtures.make_scene(spec_key, 2, rng) for _ in range(8)]
+        root.mkdir(parents=True)
+        records = dm_fixtures.write_tfrecord(root / "scenes.tfrecords", spec_key, scenes)
+        prepare(spec_key, "deepmind", records, root / cache, log=lambda _: None)
+        return {"root": str(root), "source": "deepmind", "val_size": 2, "test_size": 2}
+    return write
 
 
 REAL_DATA: Dict[str, Callable[[Path], Dict[str, object]]] = {
@@ -98,6 +112,9 @@ REAL_DATA: Dict[str, Callable[[Path], Dict[str, object]]] = {
     "datamodules.weizmann_horse.WeizmannHorseDataModule": _weizmann_horse,
     "datamodules.image_folder.ImageFolderDataModule": _image_folder,
     "datamodules.deepmind.CLEVR6DataModule": _clevr6,
+    "datamodules.deepmind.DeepMindTetrominoesDataModule": _deepmind("tetrominoes", "deepmind"),
+    "datamodules.deepmind.DeepMindMultiDSpritesDataModule":
+        _deepmind("colored_on_grayscale", "deepmind-colored_on_grayscale"),
 }
 
 
