@@ -162,7 +162,7 @@ def test_reassignment_copies_the_most_used_sprite():
     with torch.no_grad():
         model.net.sprites.appearance[2] = 0.3
         model.net.sprite_tsf.heads[0].weight3[1 * 4 + 2] = 0.5  # layer 1, sprite 2
-    model.usage.copy_(torch.tensor([1, 50, 100, 30]))
+    model.usage.copy_(torch.tensor([1, 50, 100, 30, 0]))
     assert model.reassign_rare_sprites() == [0]  # 1/100 < 0.2/4; 30/100 is not
     appearance, head = model.net.sprites.appearance, model.net.sprite_tsf.heads[0]
     assert torch.allclose(appearance[0], torch.full_like(appearance[0], 0.3), atol=1e-3)
@@ -173,7 +173,7 @@ def test_reassignment_threshold_is_the_raw_share_of_the_layers_without_the_empty
     """#14 item 3 (C.2: "less than 20/K% of the images' layers"): sprite 0 holds 8 of 308 layers
     (2.6% < 0.2/4) but 8% of the most used sprite's count; only with the empty sprite does the
     authors' code compare with the most used sprite."""
-    usage = torch.tensor([8, 100, 100, 100])
+    usage = torch.tensor([8, 100, 100, 100, 0])  # the last count: layers holding the empty sprite
     settings = dict(image_size=16, channels=3, max_objects=2, num_classes=5, sprite_size=8,
                     layer_transforms="col-pos", sprite_transforms="", encoder="resnet8")
     without_empty = DTISprites(**settings, empty_sprite=False)
@@ -182,6 +182,10 @@ def test_reassignment_threshold_is_the_raw_share_of_the_layers_without_the_empty
     with_empty = DTISprites(**settings, empty_sprite=True)
     with_empty.usage.copy_(usage)
     assert with_empty.reassign_rare_sprites() == []
+    # C.2's text with the empty sprite: over all layers, the 92 empty ones too (8/400 = 2%).
+    text = DTISprites(**settings, empty_sprite=True, reassign_share="layers")
+    text.usage.copy_(torch.tensor([8, 100, 100, 100, 92]))
+    assert text.reassign_rare_sprites() == [0]
 
 
 @pytest.mark.parametrize("drop_sprites", [True, False])

@@ -67,8 +67,10 @@ class DTISprites(DecompositionModule):
         mask_noise: amplitude of the uniform mask noise of C.3 (0.4; 0 disables it).
         freeze_sprites_epochs: epochs with frozen sprites and no empty sprite (C.2).
         reassign_every: steps between reassignment checks (0: never); a sprite whose share of
-            the layers is under ``reassign_threshold / K`` is reassigned (C.2); with the empty
-            sprite the share is taken relative to the most used sprite (the authors' code).
+            the layers is under ``reassign_threshold / K`` is reassigned (C.2).
+        reassign_share: with the empty sprite, ``"most_used"`` (the authors' code) takes a
+            sprite's count relative to the most used sprite's, ``"layers"`` (C.2's text) over
+            all layers; without it both are the share of the layers.
         background_init: constant initial background, or None for the mean of 100 training
             images (C.2).
         encoder: ``"auto"`` (Sec. 3.3: mini ResNet-32 under 65×65, ResNet-18 above),
@@ -101,7 +103,8 @@ class DTISprites(DecompositionModule):
                  selection: Literal["greedy", "exhaustive"] = "greedy", greedy_iterations: int = 1,
                  evaluation_labels: Literal["frontmost_mask", "visible_weight"] = "frontmost_mask",
                  mask_noise: float = 0.4, freeze_sprites_epochs: int = 0, reassign_every: int = 0,
-                 reassign_threshold: float = 0.2, background_init: Optional[float] = None,
+                 reassign_threshold: float = 0.2,
+                 reassign_share: Literal["most_used", "layers"] = "most_used", background_init: Optional[float] = None,
                  encoder: str = "auto", encoder_pool: Optional[int] = None, encoder_width: int = 16,
                  lr: float = 1e-3, sprite_lr: Optional[float] = None, weight_decay: float = 1e-6,
                  milestones: Optional[List[int]] = None,
@@ -125,7 +128,8 @@ class DTISprites(DecompositionModule):
         # 1 while the sprites are frozen (C.2); the buffer keeps the state in checkpoints.
         self.sprite_freeze = Piecewise({0: 1.0, freeze_sprites_epochs: 0.0}, unit="epoch")
         self.register_buffer("frozen", torch.tensor(freeze_sprites_epochs > 0))
-        self.register_buffer("usage", torch.zeros(num_sprites, dtype=torch.long))
+        # Layers holding each sprite, then the empty sprite, since the last reassignment check.
+        self.register_buffer("usage", torch.zeros(num_sprites + 1, dtype=torch.long))
         if channels_last:
             self.net.encoder.to(memory_format=torch.channels_last)
 
@@ -217,7 +221,7 @@ class DTISprites(DecompositionModule):
         self.log_losses({"loss": loss})
         self.log_dict({"train/objective": loss.detach() + self.hparams.empty_penalty * nonempty,
                        "train/nonempty_layers": nonempty})
-        self.usage += torch.bincount(ids[:, 1:].flatten(), minlength=self.net.num_sprites + 1)[:-1]
+        self.usage += torch.bincount(ids[:, 1:].flatten(), minlength=self.net.num_sprites + 1)
         return loss
 
     def configure_optimizers(self):
@@ -281,16 +285,18 @@ class DTISprites(DecompositionModule):
         """C.2: sprites used for less than ``threshold / K`` of the layers become noisy copies of
         the most used one (appearance, mask, sprite-specific heads, and the masks' Adam moments).
 
-        Without the empty sprite every layer holds a sprite, so a sprite's share is its count
-        over all counts; with it, the count over the most used sprite's (the authors' code).
+        A sprite's share is its count over all layers' (``reassign_share``: with the empty
+        sprite the authors' code divides by the most used sprite's count instead).
         """
-        usage = self.usage.float()
+        counts = self.usage.float()
         if self._trainer is not None and self.trainer.world_size > 1:
             # Every rank must take the same decision and draw the same noise, or replicas diverge.
-            usage = self.trainer.strategy.reduce(usage, reduce_op="sum")
+            counts = self.trainer.strategy.reduce(counts, reduce_op="sum")
+        usage = counts[:-1]
         if usage.max() == 0:  # every layer empty since the last check
             return []
-        share = usage / (usage.max() if self.hparams.empty_sprite else usage.sum())
+        most_used = self.hparams.empty_sprite and self.hparams.reassign_share == "most_used"
+        share = usage / (usage.max() if most_used else counts.sum())
         rare = (share < self.hparams.reassign_threshold / self.net.num_sprites).nonzero().flatten().tolist()
         source = int(usage.argmax())
         generator = torch.Generator().manual_seed(self.global_step)
