@@ -130,8 +130,9 @@ class Piecewise(Schedule):
 class Curriculum(Schedule):
     """How many items of a sequence are switched on: item ``i`` from count ``starts[i]`` on.
 
-    ``minimum`` items are on from the start whatever their counts (DTI-Sprites' transformation
-    modules keep the first module on from epoch 0, see :class:`~objdecomp.nn.transforms.TransformSequence`).
+    ``minimum`` items are on from the start whatever their counts. (DTI-Sprites' transformation
+    modules use none: a sequence whose first module has an epoch starts with no module on, see
+    :class:`~objdecomp.nn.transforms.TransformSequence`.)
     """
 
     def __init__(self, starts: List[int], minimum: int = 0, unit: Unit = "step"):
