@@ -77,7 +77,8 @@ def test_tables_leave_the_papers_outlier_run_out_and_show_what_moved(tmp_path, c
     errors = [1.93e-3, 1.51e-3, 1.49e-3, 1.52e-3, 1.57e-3]
     for i, error in enumerate(errors):
         ari = 0.50 if i == 0 else 0.95
-        _write_run(tmp_path, "dti_sprites_multi_dsprites", f"r{i}", {"test/ari": ari, "test/recon_mse": error})
+        metrics = {"test/ari": ari, "test/recon_mse": error}
+        _write_run(tmp_path, "dti_sprites_multi_dsprites", f"r{i}", metrics)
     main(["--results", str(tmp_path), "--method", "dti_sprites"])
     text = (tmp_path / "TABLES.md").read_text()
     capsys.readouterr()
