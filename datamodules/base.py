@@ -17,10 +17,11 @@ training set into equal parts, as gradient synchronisation requires. Experiments
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.trainer.states import TrainerFn, TrainerStatus
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
@@ -39,16 +40,22 @@ class ShardedSampler(Sampler[int]):
         even: give every rank the same number of indices by dropping the remainder (training);
             otherwise shards are uneven and every index is used exactly once (evaluation).
         seed: the permutation of epoch ``e`` is drawn from ``seed + e``, so a resumed run sees
-            the same order as an uninterrupted one.
+            the same order as an uninterrupted one; :meth:`resume_at` also keeps its position.
     """
 
     def __init__(self, length: int, rank: int = 0, world_size: int = 1, shuffle: bool = False,
                  even: bool = False, seed: int = 0):
         self.length, self.rank, self.world_size = length, rank, world_size
         self.shuffle, self.even, self.seed, self.epoch = shuffle, even, seed, 0
+        self._resume: Optional[Tuple[int, int]] = None
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning at each epoch start
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Make the next pass start at ``position`` of this rank's order if it is epoch ``epoch``
+        (a run resumed mid-epoch sees the epoch's tail, not its first images again)."""
+        self._resume = (epoch, position)
 
     def _indices(self) -> torch.Tensor:
         if self.shuffle:
@@ -61,7 +68,13 @@ class ShardedSampler(Sampler[int]):
         return indices[self.rank :: self.world_size]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._indices().tolist())
+        indices = self._indices().tolist()
+        if self._resume is not None:
+            epoch, position = self._resume
+            self._resume = None
+            if epoch == self.epoch:
+                indices = indices[position:]
+        return iter(indices)
 
     def __len__(self) -> int:
         if self.even:
@@ -123,6 +136,7 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         self.drop_last = drop_last
         self.datasets: Dict[str, Dataset] = {}  # whole splits; methods use sample_batch()
         self._labelled: Optional[Dict[str, Dataset]] = None
+        self._train_position: Optional[Dict[str, int]] = None  # from a checkpoint (state_dict)
 
     # --- what a subclass provides -------------------------------------------------------
     @abstractmethod
@@ -175,7 +189,11 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         return default_collate(get_items(indices) if get_items else [dataset[i] for i in indices])
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._fit_split("train"), self.batch_size, shuffle=True)
+        loader = self._loader(self._fit_split("train"), self.batch_size, shuffle=True)
+        if self._train_position is not None:  # a resumed run: once, in the restored epoch
+            position, self._train_position = self._train_position, None
+            loader.sampler.resume_at(position["epoch"], position["batches"] * self.batch_size)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self._fit_split("val"), self.eval_batch_size, shuffle=False)
@@ -186,11 +204,21 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self._split("test"), self.eval_batch_size, shuffle=False)
 
-    def state_dict(self) -> Dict[str, int]:
-        return {"seed": self.seed}
+    def state_dict(self) -> Dict[str, Any]:
+        """The seed, and where training is in its epoch (epoch, batches done), so that a resumed
+        run's sampler continues there (saved in every checkpoint)."""
+        state: Dict[str, Any] = {"seed": self.seed}
+        trainer = self.trainer
+        fitting = trainer is not None and trainer.state.fn == TrainerFn.FITTING
+        if fitting and trainer.state.status == TrainerStatus.RUNNING:
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            if 0 < done < trainer.num_training_batches:  # else the next epoch starts afresh
+                state["train_position"] = {"epoch": trainer.current_epoch, "batches": done}
+        return state
 
-    def load_state_dict(self, state: Dict[str, int]) -> None:
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.seed = state["seed"]
+        self._train_position = state.get("train_position")
 
     def _split(self, split: str) -> Dataset:
         """The whole dataset of ``split``, made once."""
@@ -225,10 +253,13 @@ class ObjectDataModule(pl.LightningDataModule, ABC):
         rank, world = self._rank_and_world()
         sampler = ShardedSampler(len(dataset), rank, world, shuffle=shuffle, even=shuffle,
                                  seed=self.seed)
+        # A generator of its own: each new iterator draws a seed from it, which from the global
+        # RNG would shift every later draw of a run resumed mid-epoch (its iterator starts later).
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                           drop_last=shuffle and self.drop_last,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+                          pin_memory=torch.cuda.is_available(),
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def _rank_and_world(self):
         trainer = self.trainer

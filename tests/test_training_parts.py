@@ -1,5 +1,6 @@
 """The parts of objdecomp/training and the base's evaluation scores: alternating updates (order,
-ratios, clipping, counting), RNG state in checkpoints, per-image scores averaged exactly."""
+ratios, clipping, counting), exact resume (RNG states, the sampler's place in its epoch, the hooks
+Lightning skips on resume), per-image scores averaged exactly."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from objdecomp.training import AlternatingUpdates, ExactResume, Player
+from datamodules.base import ShardedSampler
 from objdecomp.training.resume import restore_rng_states, rng_states
 from objdecomp.types import ContractError
 from tests.tiny import TinyMethod, TinySquaresDataModule
@@ -100,7 +102,10 @@ def test_checkpoints_carry_rng_states_that_load_with_weights_only(tmp_path):
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert set(checkpoint["rng_states"]) == {"torch", "numpy", "python", "cuda"}
     expected = torch.rand(4, generator=torch.Generator().set_state(checkpoint["rng_states"]["torch"]))
-    ExactResume().on_load_checkpoint(run, model, checkpoint)
+    resume = ExactResume()
+    resume.on_load_checkpoint(run, model, checkpoint)
+    torch.rand(7)  # what a fit's start draws (a loader's seed, a sanity check) does not count:
+    resume.on_train_batch_start(run, model, None, 0)  # the states come back before the first batch
     assert torch.equal(torch.rand(4), expected)
 
 
@@ -158,5 +163,74 @@ def test_a_resumed_stochastic_run_equals_the_uninterrupted_one(tmp_path):
     torch.manual_seed(12345)  # what ran in between must not matter
     resumed = fit(ckpt_path=tmp_path / "checkpoints" / "epoch=0-step=2.ckpt")
     assert straight.state_dict().keys() == resumed.state_dict().keys()
+    for name, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+
+
+def test_the_sampler_resumes_inside_its_epoch_once():
+    sampler = ShardedSampler(10, shuffle=True, even=True, seed=3)
+    sampler.set_epoch(2)
+    whole = list(sampler)
+    sampler.resume_at(epoch=2, position=4)
+    assert list(sampler) == whole[4:]  # the epoch's tail, in the same order
+    assert list(sampler) == whole  # once: the next pass is a whole epoch again
+    sampler.resume_at(epoch=1, position=4)
+    assert list(sampler) == whole  # a position in another epoch is not this one's
+
+
+def test_checkpoints_carry_the_training_position_inside_an_epoch(tmp_path):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    data = TinySquaresDataModule(train_size=32, batch_size=8)  # 4 batches an epoch
+    run = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=0,
+                     max_steps=6, callbacks=[ModelCheckpoint(tmp_path, every_n_train_steps=6)])
+    run.fit(TinyMethod(image_size=16, max_objects=3, num_classes=2), data)
+    state = torch.load(tmp_path / "epoch=1-step=6.ckpt", weights_only=True)["TinySquaresDataModule"]
+    assert state["train_position"] == {"epoch": 1, "batches": 2}
+    assert "train_position" not in data.state_dict()  # outside a running fit
+    resumed = TinySquaresDataModule(train_size=32, batch_size=8)
+    resumed.load_state_dict(state)
+    resumed.setup("fit")
+    sampler = resumed.train_dataloader().sampler
+    sampler.set_epoch(1)
+    assert len(list(sampler)) == 32 - 2 * 8
+
+
+def scheduled_dti_sprites():
+    """Tiny DTI-Sprites whose epoch-start schedules act early: sprites frozen for epoch 0, the
+    sprite transformation switched on at epoch 1, rare sprites reassigned every 2 steps."""
+    from tests.test_methods import tiny_dti_sprites
+
+    model = tiny_dti_sprites()
+    scheduled = type(model)(**{**model.hparams, "freeze_sprites_epochs": 1, "sprite_transforms": "sim@1",
+                               "reassign_every": 2})
+    scheduled.load_state_dict(model.state_dict(), strict=False)
+    return scheduled
+
+
+@pytest.mark.filterwarnings("ignore:Checkpoint directory", "ignore:Be aware that when using `ckpt_path`",
+                            "ignore:You're resuming from a checkpoint that ended before")
+@pytest.mark.parametrize("resume_step", [6, 4], ids=["mid-epoch", "epoch's-last-batch"])
+def test_a_run_resumed_inside_or_at_the_end_of_an_epoch_equals_the_uninterrupted_one(tmp_path, resume_step):
+    """Checkpoints written at a batch's end (periodic ones, a fit's last step): the resumed run
+    continues the epoch where it was (not at its first images), with its epoch-start schedules
+    and the module's end-of-batch work of the saved batch (a reassignment at step 4)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    def fit(ckpt_path=None, callbacks=()):
+        torch.manual_seed(0)
+        model = scheduled_dti_sprites()
+        run = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, max_steps=10,
+                         default_root_dir=tmp_path, callbacks=list(callbacks))
+        run.fit(model, TinySquaresDataModule(train_size=32, batch_size=8), ckpt_path=ckpt_path)
+        return model
+
+    saver = ModelCheckpoint(tmp_path / "checkpoints", every_n_train_steps=1, save_top_k=-1)
+    straight = fit(callbacks=[saver])  # 4 batches an epoch
+    torch.manual_seed(12345)  # what ran in between must not matter
+    epoch = (resume_step - 1) // 4
+    resumed = fit(ckpt_path=tmp_path / "checkpoints" / f"epoch={epoch}-step={resume_step}.ckpt")
+    assert int(resumed.net.sequences[1].num_active) == 1 and not bool(resumed.frozen)
     for name, value in straight.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
