@@ -1,16 +1,27 @@
-"""Run identity and bookkeeping: names, folders, git revision, hardware, W&B logger."""
+"""Run identity and bookkeeping: names, folders, git revisions, hardware, W&B logger.
+
+Every fit is a run of its own: ``<experiment>-<seed>-<UTC time>-<4 hex>`` in
+``$OBJDECOMP_RESULTS/<experiment>/<run>/``, with its own W&B id, so that a rerun, two sweep
+trials or two concurrent fits never share checkpoints, pictures or a W&B run. ``run.json`` in
+the folder says which experiment and seed the run trains and every git revision that trained it
+(a resume after a new commit adds one); ``--ckpt_path=last`` reads it to find the newest run of
+an experiment and seed (objdecomp/checkpoints.py).
+"""
 
 from __future__ import annotations
 
-import logging
+import json
 import netrc
 import os
 import platform
 import re
+import secrets
+import socket
 import subprocess
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
 import torch
@@ -19,44 +30,116 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from objdecomp.paths import EXPERIMENTS, REPO_ROOT, results_root
 
-log = logging.getLogger(__name__)
 WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "objdecomp")
+WANDB_DEFAULT_URL = "https://api.wandb.ai"
+WANDB_PROBE_SECONDS = 3.0
+RUN_FILE = "run.json"
+# The run folder of the command in progress: the ranks a DDP launcher starts inherit it, so that
+# every process of one fit writes into one run.
+RUN_DIR_ENV = "OBJDECOMP_RUN_DIR"
+# A run id that all processes of one job share when an outside launcher (torchrun, srun)
+# starts them; torchrun's rendezvous id or SLURM's job id are taken when it is not set.
+RUN_ID_ENV = "OBJDECOMP_RUN_ID"
 
 
 @dataclass(frozen=True)
 class RunInfo:
-    """Who a run is: ``<experiment>-<seed>-<short git sha>`` under the results root."""
+    """One run: its experiment, seed, folder and W&B id."""
 
     experiment: str
     seed: Optional[int]
-    git_sha: str
-    sweep_run_id: Optional[str] = None  # set by a W&B sweep agent: one folder per trial
-    folder: Optional[Path] = None  # an existing run's folder, when a checkpoint names it
+    directory: Path
+    run_id: str  # the W&B id
 
     @classmethod
-    def create(cls, experiment: str, seed, ckpt_path: Optional[str] = None) -> "RunInfo":
-        """A new run, or the run a checkpoint at ``<run>/checkpoints/<file>.ckpt`` belongs to,
-        so that testing or resuming it after a new commit writes into the same folder."""
-        seed = seed if isinstance(seed, int) and not isinstance(seed, bool) else None
-        sweep_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
-        checkpoint = Path(ckpt_path) if ckpt_path else None
-        folder = (checkpoint.parent.parent if checkpoint and checkpoint.is_file()
-                  and checkpoint.parent.name == "checkpoints" else None)
-        return cls(experiment, seed, git_revision(short=True), sweep_run, folder)
+    def new(cls, experiment: str, seed: Any) -> "RunInfo":
+        """A new run of ``experiment`` (or, in a rank a DDP launcher started, its parent's run)."""
+        inherited = os.environ.get(RUN_DIR_ENV)
+        if inherited:
+            return cls.of_folder(Path(inherited), experiment, seed)
+        seed = plain_seed(seed)
+        sweep_trial = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+        run_id = sweep_trial or shared_run_id() or unique_run_id()
+        name = f"{experiment.replace('/', '-')}-{'noseed' if seed is None else seed}-{run_id}"
+        return cls(experiment, seed, results_root() / experiment / name, run_id)
+
+    @classmethod
+    def of_folder(cls, folder: Path, experiment: str, seed: Any) -> "RunInfo":
+        """The run that lives in ``folder`` (its ``run.json`` when it has one)."""
+        record = read_run_record(folder)
+        run_id = record.get("run_id") or re.sub(r"[^A-Za-z0-9_-]", "-", folder.name)
+        return cls(record.get("experiment", experiment), record.get("seed", plain_seed(seed)),
+                   folder, run_id)
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: Path, experiment: str, seed: Any) -> "RunInfo":
+        """The run a checkpoint at ``<run>/checkpoints/<file>`` belongs to, else a new run."""
+        if checkpoint.parent.name == "checkpoints":
+            return cls.of_folder(checkpoint.parent.parent, experiment, seed)
+        return cls.new(experiment, seed)
 
     @property
     def name(self) -> str:
-        if self.folder is not None:
-            return self.folder.name
-        seed = "noseed" if self.seed is None else str(self.seed)
-        name = f"{self.experiment.replace('/', '-')}-{seed}-{self.git_sha}"
-        return f"{name}-{self.sweep_run_id}" if self.sweep_run_id else name
-
-    @property
-    def directory(self) -> Path:
-        return self.folder if self.folder is not None else results_root() / self.experiment / self.name
+        return self.directory.name
 
 
+def plain_seed(seed: Any) -> Optional[int]:
+    """The seed as an int, None for a random one (``seed_everything: true``)."""
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
+def unique_run_id() -> str:
+    """``<UTC time>-<4 hex>``: sortable by start time, distinct for concurrent starts."""
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def shared_run_id() -> Optional[str]:
+    """The id every process of a multi-process job agrees on, when an outside launcher started
+    them; an error when there are several processes and nothing they share names the run."""
+    if os.environ.get(RUN_ID_ENV):
+        return re.sub(r"[^A-Za-z0-9_-]", "-", os.environ[RUN_ID_ENV])
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    for variable in ("TORCHELASTIC_RUN_ID", "SLURM_JOB_ID"):
+        value = os.environ.get(variable, "none")
+        if value != "none":
+            return re.sub(r"[^A-Za-z0-9_-]", "-", value)
+    raise RuntimeError(f"{os.environ['WORLD_SIZE']} processes and no run id they share: set "
+                       f"{RUN_ID_ENV} to the same value in every process (torchrun --rdzv-id or "
+                       "SLURM set one)")
+
+
+# --- run.json: experiment, seed and the revisions that trained the run ----------------------
+def read_run_record(folder: Path) -> Dict[str, Any]:
+    try:
+        return json.loads((folder / RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def record_training_start(run: RunInfo, from_step: int) -> List[Dict[str, Any]]:
+    """Add this revision to the run's ``run.json`` (a fit starting or resuming at ``from_step``)
+    and return every revision that trained the run, oldest first."""
+    record = read_run_record(run.directory) or {
+        "experiment": run.experiment, "seed": run.seed, "run_id": run.run_id,
+        "created": _now(), "revisions": []}
+    record["revisions"].append({"git_revision": git_revision(), "started": _now(), "from_step": from_step})
+    run.directory.mkdir(parents=True, exist_ok=True)
+    _write_atomically(run.directory / RUN_FILE, json.dumps(record, indent=2) + "\n")
+    return record["revisions"]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --- names, revisions, hardware --------------------------------------------------------------
 def experiment_name_from_configs(config_paths: Sequence) -> str:
     """The last non-base config's path under ``experiments/`` without suffix, e.g.
     ``quick/dti_sprites_tetrominoes``; ``unnamed`` when no experiment file was given."""
@@ -112,32 +195,74 @@ def cpu_has_native_bf16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+# --- W&B -------------------------------------------------------------------------------------
+def wandb_url() -> str:
+    return os.environ.get("WANDB_BASE_URL") or WANDB_DEFAULT_URL
+
+
 def wandb_logged_in() -> bool:
     """True when W&B credentials exist (``WANDB_API_KEY`` or a netrc entry from ``wandb login``)."""
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     path = os.environ.get("NETRC", str(Path.home() / ".netrc"))
     try:
-        return netrc.netrc(path).authenticators(host) is not None
+        return netrc.netrc(path).authenticators(urlparse(wandb_url()).hostname) is not None
     except (OSError, netrc.NetrcParseError):
         return False
 
 
-def wandb_mode() -> str:
-    """``WANDB_MODE`` when set; else online when logged in, offline otherwise (never a prompt)."""
-    return os.environ.get("WANDB_MODE") or ("online" if wandb_logged_in() else "offline")
+def wandb_server_problem(timeout: float = WANDB_PROBE_SECONDS) -> Optional[str]:
+    """Why the W&B server (or the proxy in the way) cannot be reached, or None: a TCP connection
+    that fails within ``timeout`` seconds, instead of wandb's own minutes of retries."""
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get("HTTP_PROXY")
+    url = urlparse(proxy or wandb_url())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        return f"cannot reach {url.hostname}:{port} ({error.strerror or error})"
+    return None
+
+
+def wandb_mode() -> Tuple[str, str]:
+    """The W&B mode and why: ``WANDB_MODE`` when set; online when logged in and the server
+    answers; offline otherwise (never a prompt, never minutes of waiting)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"], "WANDB_MODE is set"
+    if not wandb_logged_in():
+        return "offline", "not logged in"
+    problem = wandb_server_problem()
+    if problem:
+        return "offline", f"logged in, but {problem}; sync later with `wandb sync`"
+    return "online", "logged in"
+
+
+def wandb_sweep_problem() -> Optional[str]:
+    """Why a W&B sweep cannot start from here (``make sweep`` checks first), or None."""
+    if not wandb_logged_in():
+        return "make sweep: no W&B credentials; run `wandb login` or set WANDB_API_KEY (a sweep needs a W&B server)"
+    problem = wandb_server_problem()
+    if problem:
+        return (f"make sweep: the W&B server ({wandb_url()}) is not reachable: {problem}; a sweep needs "
+                "it (set WANDB_BASE_URL for a self-hosted server)")
+    return None
 
 
 def make_logger(run: RunInfo) -> WandbLogger:
-    """The default logger: W&B, online or offline as :func:`wandb_mode` decides, one notice line."""
-    mode = wandb_mode()
-    rank_zero_info(f"W&B: {mode} ({'logged in' if mode == 'online' else 'not logged in or WANDB_MODE set'}); "
-                   f"run '{run.name}' in {run.directory}; disable with --trainer.logger=false")
+    """The default logger: W&B, online or offline as :func:`wandb_mode` decides, one notice line
+    (wandb's own console lines are silenced)."""
+    import wandb
+
+    if wandb.run is not None:  # an earlier command in this process (tests, notebooks): its run is over
+        wandb.finish()
+    mode, why = wandb_mode()
+    rank_zero_info(f"W&B: {mode} ({why}); run '{run.name}' in {run.directory}; "
+                   "disable with --trainer.logger=false")
     run.directory.mkdir(parents=True, exist_ok=True)
-    # A deterministic id makes a resumed run continue the same W&B run; under a sweep
-    # agent the agent's own run id is kept.
-    run_id = run.sweep_run_id or re.sub(r"[^A-Za-z0-9_-]", "-", run.name)
-    return WandbLogger(name=run.name, id=run_id, resume="allow", project=WANDB_PROJECT,
-                       save_dir=str(run.directory), offline=mode != "online",
-                       group=run.experiment, log_model=False)
+    logger = WandbLogger(name=run.name, id=run.run_id, resume="allow", project=WANDB_PROJECT,
+                         save_dir=str(run.directory), offline=mode != "online",
+                         group=run.experiment, log_model=False,
+                         settings=wandb.Settings(silent=True, init_timeout=30))
+    # Lightning always passes `anonymous`, which this wandb no longer takes and warns about.
+    logger._wandb_init.pop("anonymous", None)
+    return logger

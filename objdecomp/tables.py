@@ -28,14 +28,16 @@ TABLES_FILE = EXPERIMENTS / "paper_tables.yaml"
 
 
 def collect(results: Path) -> Dict[str, List[Dict[str, float]]]:
-    """Experiment name -> list of metric dicts, one per results file (one per run)."""
+    """Experiment name -> list of metric dicts, one per results file (one per run). A file that
+    names no checkpoint scored an untrained model and is left out."""
     runs: Dict[str, List[Dict[str, float]]] = defaultdict(list)
     for path in sorted(results.rglob("*.json")):
         try:
             record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue  # not a results file (W&B metadata, a file being written)
-        if isinstance(record, dict) and "experiment" in record and "metrics" in record:
+        if isinstance(record, dict) and "experiment" in record and "metrics" in record \
+                and record.get("checkpoint"):
             runs[record["experiment"]].append(record["metrics"])
     return runs
 

@@ -5,16 +5,19 @@ import json
 from objdecomp.tables import collect, main
 
 
-def write_run(folder, experiment, run, metrics):
+def write_run(folder, experiment, run, metrics, checkpoint="run/checkpoints/last.ckpt"):
     path = folder / experiment / f"{run}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"experiment": experiment, "run": run, "metrics": metrics}))
+    path.write_text(json.dumps({"experiment": experiment, "run": run, "metrics": metrics,
+                                "checkpoint": checkpoint}))
 
 
 def test_tables_show_mean_std_count_and_not_run(tmp_path, capsys):
     write_run(tmp_path, "dti_sprites_tetrominoes", "a", {"test/ari": 0.90, "test/ari_fg_dti": 0.5})
     write_run(tmp_path, "dti_sprites_tetrominoes", "b", {"test/ari": 0.96, "test/ari_fg_dti": 0.7})
     (tmp_path / "dti_sprites_tetrominoes" / "wandb-metadata.json").write_text("{not json")
+    # An untrained model's scores (objdecomp test without a checkpoint) never enter a table.
+    write_run(tmp_path, "dti_sprites_tetrominoes", "untrained", {"test/ari": 0.0}, checkpoint=None)
     assert len(collect(tmp_path)["dti_sprites_tetrominoes"]) == 2
     main(["--results", str(tmp_path), "--method", "dti_sprites"])
     text = (tmp_path / "TABLES.md").read_text()

@@ -2,8 +2,10 @@
 
 ``objdecomp test`` writes ``$OBJDECOMP_RESULTS/<experiment>/<run>.json``: the test metrics
 (``<run>.train.json`` with ``--eval_split train``),
-the resolved config, git revision, global (optimizer) and batch steps of the evaluated
-checkpoint, hardware, seed and wall times. ``objdecomp/tables.py`` reads these files.
+the resolved config, the evaluated checkpoint (None for an untrained model, which
+``objdecomp/tables.py`` ignores), git revision and the revisions that trained the run, global
+(optimizer) and batch steps of the checkpoint, hardware, seed and wall times. A fit's start adds
+its revision to the run's ``run.json`` (objdecomp/runs.py) and sends the list to the logger.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_info
 
 from objdecomp.paths import results_root
-from objdecomp.runs import RunInfo, git_revision, hardware
+from objdecomp.runs import RunInfo, git_revision, hardware, read_run_record, record_training_start
 
 
 class ResultsWriter(pl.Callback):
@@ -30,6 +32,16 @@ class ResultsWriter(pl.Callback):
         self.run, self.config, self.subcommand = run, config, subcommand
         self._started = time.time()
         self.path: Optional[Path] = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        revisions = [r["git_revision"] for r in record_training_start(self.run, trainer.global_step)]
+        if len(set(revisions)) > 1:
+            rank_zero_info(f"run {self.run.name} continues under {revisions[-1]}; trained before by "
+                           f"{', '.join(dict.fromkeys(revisions[:-1]))} (run.json)")
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"git_revisions": revisions})
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         checkpoint = trainer.checkpoint_callback
@@ -62,6 +74,8 @@ class ResultsWriter(pl.Callback):
             "epoch": steps.get("epoch"),
             "seed": self.run.seed,
             "git_revision": git_revision(),
+            "training_revisions": [r["git_revision"] for r in
+                                   read_run_record(self.run.directory).get("revisions", [])],
             "hardware": {**hardware(), "devices": trainer.num_devices,
                          "strategy": type(trainer.strategy).__name__,
                          "precision": str(trainer.precision)},

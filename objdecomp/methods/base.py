@@ -10,19 +10,17 @@ warning, alternating updates) and :mod:`objdecomp.schedules`.
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from typing import ClassVar, Dict, Mapping, Optional, Tuple
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from objdecomp.metrics import ImageMean, build_metrics
 from objdecomp.schedules import counters
 from objdecomp.types import ContractError, Decomposition, check_batch
-
-log = logging.getLogger(__name__)
 
 
 class DecompositionModule(pl.LightningModule, ABC):
@@ -166,8 +164,23 @@ class DecompositionModule(pl.LightningModule, ABC):
             self.load_weights(self.init_checkpoint)
 
     def load_weights(self, path: str) -> None:
-        """Initialise from the weights of another run; report mismatching keys."""
+        """Initialise from the weights of another run. No matching key is an error (the wrong
+        checkpoint); a partial match is printed with the keys left out."""
         state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
         result = self.load_state_dict(state, strict=False)
-        log.info("initialised from %s (missing: %d keys, unexpected: %d keys)", path,
-                 len(result.missing_keys), len(result.unexpected_keys))
+        loaded = len(state) - len(result.unexpected_keys)
+        if loaded == 0:
+            raise ValueError(f"init_checkpoint {path}: none of its {len(state)} weights matches a "
+                             f"weight of {type(self).__name__} (a checkpoint of another method or "
+                             "stage?)")
+        message = f"init_checkpoint {path}: {loaded} of this model's {len(self.state_dict())} weights loaded"
+        if result.missing_keys or result.unexpected_keys:
+            message += (f"; not in the checkpoint: {_some(result.missing_keys)}; "
+                        f"in the checkpoint only: {_some(result.unexpected_keys)}")
+        rank_zero_info(message)
+
+
+def _some(keys, shown: int = 5) -> str:
+    """Up to ``shown`` keys and how many more."""
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return (", ".join(keys[:shown]) + more) if keys else "none"
