@@ -4,6 +4,12 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 OBJDECOMP := $(PY) -m objdecomp
+# `make demo`: a number of optimizer steps, so that a slower or busier machine prints the same
+# numbers, about 8 minutes on a quiet machine (benchmarks/RESULTS.md). One thread everywhere: a
+# float reduction's result depends on how it is split between threads, and on a busy machine a
+# second thread made each step 3x slower, not faster.
+DEMO_EXP := quick/dti_sprites_tetrominoes
+DEMO_STEPS := 3000
 RESULTS := $(or $(OBJDECOMP_RESULTS),results)
 # An experiment file names its parent; the CLI reads _base/default.yaml and the parents before it
 # (objdecomp.cli.experiment_config_files), so one --config is the whole experiment.
@@ -15,7 +21,7 @@ EXP_FILE = experiments/$(EXP).yaml
 help:
 	@echo "make install                      create .venv and install objdecomp with its pinned dependencies"
 	@echo "make test | test-slow             fast test tier | slow tier (DDP, resume, every experiment config)"
-	@echo "make demo                         train DTI-Sprites on procedural Tetrominoes (CPU, <10 min) and evaluate"
+	@echo "make demo                         train DTI-Sprites on procedural Tetrominoes ($(DEMO_STEPS) steps, ~8 min) and evaluate"
 	@echo "make train EXP=<name> [ARGS=...]  objdecomp fit on experiments/<name>.yaml (make experiments lists them)"
 	@echo "make eval [EXP=<name> CKPT=<path>] test the newest best.ckpt (else last.ckpt) on the splits its tables need, render the tables"
 	@echo "make tables                       render the paper tables from $(RESULTS)/*.json"
@@ -33,6 +39,7 @@ $(PY):
 install: $(PY)
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	@$(PY) -c "import objdecomp, torch, pytorch_lightning; print('objdecomp installed: torch', torch.__version__, '| lightning', pytorch_lightning.__version__)"
+	@echo "The objdecomp command is in $(VENV)/bin: run 'source $(VENV)/bin/activate' to use it as the README does (make targets need no activation)."
 
 test:
 	$(PY) -m pytest -q
@@ -68,10 +75,16 @@ eval:
 tables:
 	$(OBJDECOMP) tables
 
+# Fails at once, with the reason, when there is no W&B server to hold the sweep; fails when
+# `wandb sweep` made no sweep or the agent fails.
 sweep:
 	@[ -f experiments/sweeps/$(SWEEP).yaml ] || { echo "unknown sweep '$(SWEEP)'; sweeps:"; ls experiments/sweeps; exit 2; }
-	$(VENV)/bin/wandb sweep experiments/sweeps/$(SWEEP).yaml 2>&1 | tee /dev/stderr | \
-	  sed -n 's/.*wandb agent \(.*\)$$/\1/p' | tail -n 1 | xargs -r $(VENV)/bin/wandb agent
+	@$(PY) -c "import sys; from objdecomp.runs import wandb_sweep_problem; sys.exit(wandb_sweep_problem())"
+	@set -o pipefail; \
+	  agent=$$($(VENV)/bin/wandb sweep experiments/sweeps/$(SWEEP).yaml 2>&1 | tee /dev/stderr | \
+	    sed -n 's/.*wandb agent \(.*\)$$/\1/p' | tail -n 1); \
+	  [ -n "$$agent" ] || { echo "make sweep: wandb sweep created no sweep (its output is above)"; exit 1; }; \
+	  $(VENV)/bin/wandb agent $$agent
 
 data:
 	$(OBJDECOMP) data $(DATASET)
@@ -80,8 +93,10 @@ gallery:
 	$(OBJDECOMP) gallery $(DATASET)
 
 demo:
-	$(MAKE) --no-print-directory train EXP=quick/dti_sprites_tetrominoes ARGS="--trainer.max_time=00:00:08:00 $(ARGS)"
-	$(MAKE) --no-print-directory eval EXP=quick/dti_sprites_tetrominoes
+	OMP_NUM_THREADS=1 $(OBJDECOMP) fit --config experiments/$(DEMO_EXP).yaml --experiment demo \
+	  --seed_everything=0 --trainer.max_steps=$(DEMO_STEPS) --trainer.max_time=null $(ARGS)
+	OMP_NUM_THREADS=1 $(OBJDECOMP) test --config experiments/$(DEMO_EXP).yaml --experiment demo \
+	  --seed_everything=0 --ckpt_path=last --trainer.logger=false
 
 bench-metrics:
 	$(PY) benchmarks/bench_metrics.py

@@ -17,9 +17,11 @@ the data layer's (datamodules/catalog.py), the download and checksum machinery t
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+import sys
+from typing import Dict, List, Optional
 
 from datamodules.catalog import RECIPES, choose, prepare
+from datamodules.registry import registry
 from datamodules.download import DownloadError, PrepareOptions
 
 
@@ -45,13 +47,31 @@ def options_from(args: argparse.Namespace) -> PrepareOptions:
 
 
 def listing() -> List[str]:
-    """One line per dataset source: name (on its first source), source, note."""
+    """One line per dataset source: name (on its first source), source, note; then the datasets
+    generated on the fly, which need no download."""
     lines = []
     for name, sources in RECIPES.items():
         for i, (source, recipe) in enumerate(sources.items()):
             head = f"{name:24s}" if i == 0 else " " * 24
             lines.append(f"{head} {source + (' (default)' if i == 0 else ''):22s} {recipe.note}")
+    lines += ["", "Generated here (no download; `make gallery DATASET=<name>` shows samples):"]
+    lines += [f"{name:24s} {'generated':22s} {note}" for name, note in generated_datasets().items()]
     return lines
+
+
+def generated_datasets() -> Dict[str, str]:
+    """Datasets that have a datamodule but no download recipe -> what they are."""
+    notes = {}
+    for name, cls in registry().items():
+        if name in RECIPES:
+            continue
+        module = sys.modules[cls.__module__]
+        own = (cls.__doc__ or "").strip()
+        note = own.splitlines()[0] if own else f"{cls.__name__}: {(module.__doc__ or '').strip().splitlines()[0]}"
+        if hasattr(module, "mnist_source"):  # digits read from MNIST's files when present
+            note += " [digits: MNIST under $OBJDECOMP_DATA/MNIST if present, else a stand-in]"
+        notes[name] = note
+    return notes
 
 
 def main(argv: Optional[List[str]] = None) -> None:
