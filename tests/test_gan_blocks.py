@@ -114,3 +114,80 @@ def test_hinge_losses_on_hand_computed_scores():
     assert hinge_g_loss(torch.tensor([1.0, 3.0])).item() == pytest.approx(-2.0)
     # Confident correct scores cost nothing.
     assert hinge_d_loss(torch.tensor([1.5]), torch.tensor([-1.5])).item() == 0.0
+
+
+# --- speed-minded versions of PyTorch's pieces: the same functions --------------------------------
+def _reference_spectral_norm(weight: torch.Tensor, u0: torch.Tensor):
+    """One power iteration from u0 (v, then u), σ = uᵀWv, W/σ: Miyato et al.'s Algorithm 1, as
+    the original torch.nn.utils.spectral_norm computes it."""
+    matrix = weight.flatten(1)
+    with torch.no_grad():
+        v = F.normalize(matrix.t() @ u0, dim=0)
+        u = F.normalize(matrix @ v, dim=0)
+    return weight / torch.dot(u, matrix @ v), u, v
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "linear"])
+def test_spectral_norm_matches_the_reference_in_value_gradient_and_state(layout):
+    torch.manual_seed(0)
+    layer = sn_linear(7, 4) if layout == "linear" else sn_conv2d(6, 5, 3)
+    if layout == "channels_last":
+        layer.to(memory_format=torch.channels_last)
+    original = layer.parametrizations.weight.original
+    state = layer.parametrizations.weight[0]
+    u0 = state._u.clone()
+    reference_weight = original.detach().clone().requires_grad_()
+    reference, u, v = _reference_spectral_norm(reference_weight, u0)
+    upstream = torch.randn_like(reference)
+    (reference * upstream).sum().backward()
+    normalised = layer.weight  # each access in training mode is one power iteration
+    (normalised * upstream).sum().backward()
+    assert torch.allclose(normalised, reference, atol=1e-6)
+    assert torch.allclose(original.grad, reference_weight.grad, atol=1e-5)
+    assert torch.allclose(state._u, u, atol=1e-6) and torch.allclose(state._v, v, atol=1e-6)
+    if layout == "channels_last":  # computed in place: the gradient keeps the weight's layout
+        assert original.grad.is_contiguous(memory_format=torch.channels_last)
+    layer.eval()  # no power iteration: σ from the stored vectors
+    assert torch.allclose(layer.weight, original / torch.dot(u, original.flatten(1) @ v), atol=1e-6)
+
+
+def test_spectral_norm_state_has_pytorchs_keys():
+    from torch.nn.utils.parametrizations import spectral_norm as torch_spectral_norm
+
+    ours = sn_conv2d(4, 6, 3).state_dict()
+    theirs = torch_spectral_norm(torch.nn.Conv2d(4, 6, 3, padding=1)).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_instance_norm_is_pytorchs_in_both_memory_formats(memory_format):
+    from objdecomp.nn.gan import InstanceNorm2d, instance_norm
+
+    torch.manual_seed(0)
+    x = (torch.randn(3, 4, 6, 5) * 3 + 2).contiguous(memory_format=memory_format).requires_grad_()
+    ours, theirs = InstanceNorm2d(4, affine=True), torch.nn.InstanceNorm2d(4, affine=True)
+    with torch.no_grad():
+        for norm in (ours, theirs):
+            norm.weight.copy_(torch.linspace(0.5, 2, 4))
+            norm.bias.copy_(torch.linspace(-1, 1, 4))
+    upstream = torch.randn(3, 4, 6, 5)
+    outputs = [ours(x), theirs(x)]
+    gradients = [torch.autograd.grad((out * upstream).sum(), [x, norm.weight, norm.bias])
+                 for out, norm in zip(outputs, (ours, theirs))]
+    assert outputs[0].is_contiguous(memory_format=memory_format)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(*gradients))
+    plain = instance_norm(x)  # no affine step
+    assert torch.allclose(plain, F.instance_norm(x), atol=1e-5)
+
+
+def test_a_one_channel_side_input_keeps_the_concatenation_channels_last():
+    from objdecomp.nn.gan import same_layout
+
+    features = torch.randn(2, 8, 4, 4).contiguous(memory_format=torch.channels_last)
+    side = torch.rand(2, 1, 4, 4)
+    assert not torch.cat([features, side], 1).is_contiguous(memory_format=torch.channels_last)
+    joined = torch.cat([features, same_layout(side, features)], 1)
+    assert joined.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(joined, torch.cat([features, side], 1))
+    assert same_layout(side, features.contiguous()) is side

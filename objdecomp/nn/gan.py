@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
-from torch.nn.utils.parametrizations import spectral_norm
+
+from objdecomp.nn.spectral_norm import spectral_norm
 
 
 def sn_conv2d(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
@@ -32,19 +33,23 @@ def sn_linear(in_features: int, out_features: int, bias: bool = True) -> nn.Line
 
 
 @torch.no_grad()
-def orthogonal_init_(module: nn.Module, gain: float = 1.0) -> nn.Module:
+def orthogonal_init_(module: nn.Module, gain: float = 1.0,
+                     spectral_normalised: bool = True) -> nn.Module:
     """Orthogonal initialisation of every convolution and linear weight in ``module``.
 
     Spectrally normalised layers are initialised through their unnormalised weight, and
     their power-iteration vectors are re-estimated for it (by re-registering the
-    parametrisation), so the first forward pass already divides by the right sigma. Biases
-    keep PyTorch's default. Call before creating optimizers: re-registration replaces the
+    parametrisation), so the first forward pass already divides by the right sigma; with
+    ``spectral_normalised=False`` they keep PyTorch's default initialisation. Biases keep
+    PyTorch's default. Call before creating optimizers: re-registration replaces the
     parametrised weight's ``Parameter`` object.
     """
     for layer in module.modules():
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             continue
         if parametrize.is_parametrized(layer, "weight"):
+            if not spectral_normalised:
+                continue
             parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
             nn.init.orthogonal_(layer.weight, gain)
             spectral_norm(layer)
@@ -92,6 +97,37 @@ def _tokens(features: Tensor) -> Tensor:
     return features.flatten(2).transpose(1, 2).contiguous()[:, None]
 
 
+def instance_norm(x: Tensor, weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,
+                  eps: float = 1e-5) -> Tensor:
+    """Instance normalisation of ``x`` ``[B, C, H, W]``, then ``* weight + bias`` (``[B or 1, C]``).
+
+    The same function as ``F.instance_norm`` (biased variance, ``eps`` inside the square root),
+    computed as one ``x * scale + shift`` pass in ``x``'s memory format: PyTorch's version views
+    the batch as one image of ``B·C`` channels, which copies a channels-last input there and
+    back, and the affine step of a conditional norm would be two more passes.
+    """
+    var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+    scale = torch.rsqrt(var + eps)
+    if weight is not None:
+        scale = scale * weight[:, :, None, None]
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias[:, :, None, None]
+    return torch.addcmul(shift, x, scale)
+
+
+class InstanceNorm2d(nn.InstanceNorm2d):
+    """``nn.InstanceNorm2d`` (same parameters and state) without its channels-last copies
+    (:func:`instance_norm`); no running statistics."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.track_running_stats:
+            raise NotImplementedError("running statistics are not supported")
+        weight = self.weight[None] if self.affine else None
+        bias = self.bias[None] if self.affine else None
+        return instance_norm(x, weight, bias, self.eps)
+
+
 class ConditionalNorm2d(nn.Module):
     """Normalisation without affine parameters, then ``gamma(z) * x_hat + beta(z)``.
 
@@ -104,18 +140,30 @@ class ConditionalNorm2d(nn.Module):
 
     def __init__(self, channels: int, cond_dim: int, kind: str = "batch"):
         super().__init__()
-        if kind == "batch":
-            self.norm: nn.Module = nn.BatchNorm2d(channels, affine=False)
-        elif kind == "instance":
-            self.norm = nn.InstanceNorm2d(channels, affine=False)
-        else:
+        if kind not in ("batch", "instance"):
             raise ValueError(f"unknown conditional norm '{kind}' (batch or instance)")
+        self.kind = kind
+        if kind == "batch":
+            self.norm = nn.BatchNorm2d(channels, affine=False)
         # Plain linears, as the 1x1 convolutions of z in the ReDO code (no spectral norm).
         self.gamma = nn.Linear(cond_dim, channels)
         self.beta = nn.Linear(cond_dim, channels)
 
     def forward(self, x: Tensor, z: Tensor) -> Tensor:
-        return self.norm(x) * self.gamma(z)[:, :, None, None] + self.beta(z)[:, :, None, None]
+        gamma, beta = self.gamma(z), self.beta(z)
+        if self.kind == "instance":
+            return instance_norm(x, gamma, beta)
+        return torch.addcmul(beta[:, :, None, None], self.norm(x), gamma[:, :, None, None])
+
+
+def same_layout(side: Tensor, like: Tensor) -> Tensor:
+    """``side`` in ``like``'s memory format, so that concatenating them keeps it: a one-channel
+    map is both contiguous and channels-last, and ``torch.cat`` then falls back to contiguous,
+    which every following channels-last convolution would copy back."""
+    if like.is_contiguous() or not like.is_contiguous(memory_format=torch.channels_last):
+        return side
+    laid_out = torch.empty_like(side, memory_format=torch.channels_last)
+    return laid_out.copy_(side)
 
 
 class UpBlock(nn.Module):
@@ -136,11 +184,11 @@ class UpBlock(nn.Module):
         self.shortcut = sn_conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: Tensor, z: Tensor, side: Optional[Tensor] = None) -> Tensor:
-        h = F.relu(self.norm1(x, z))
+        h = F.relu(self.norm1(x, z), inplace=True)
         if side is not None:
-            h = torch.cat([h, side], dim=1)
+            h = torch.cat([h, same_layout(side, h)], dim=1)
         h = self.conv1(F.interpolate(h, scale_factor=2, mode="nearest"))
-        h = self.conv2(F.relu(self.norm2(h, z)))
+        h = self.conv2(F.relu(self.norm2(h, z), inplace=True))
         return h + self.shortcut(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
