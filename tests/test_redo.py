@@ -121,17 +121,16 @@ def test_decompose_follows_the_contract():
 def test_generator_terms_on_a_hand_built_discriminator_and_delta(monkeypatch):
     module = tiny_module(redraw="one")
     region, z = torch.tensor([0, 1, 1]), torch.randn(3, 4)
-    monkeypatch.setattr(module, "_sample", lambda b: (region, z))
     monkeypatch.setattr(module.nets.discriminator, "forward", lambda x: torch.full((x.shape[0], 1), 3.0))
     # δ right on the asked head, wrong on the other: the term only reads head δ_i.
     heads = torch.stack([z, z], 1) + 10
     heads[torch.arange(3), region] = z
     monkeypatch.setattr(module.nets, "reconstruct_z", lambda x: heads)
-    adversarial, z_error = module._generator_terms(torch.rand(3, 3, 16, 16) * 2 - 1)
+    adversarial, z_error = module._generator_terms(torch.rand(3, 3, 16, 16) * 2 - 1, region, z)
     assert adversarial.item() == pytest.approx(-3.0)
     assert z_error.item() == pytest.approx(0.0)
     heads[torch.arange(3), region] = z + 1  # off by one in every dimension: mean square 1
-    assert module._generator_terms(torch.rand(3, 3, 16, 16))[1].item() == pytest.approx(1.0)
+    assert module._generator_terms(torch.rand(3, 3, 16, 16), region, z)[1].item() == pytest.approx(1.0)
 
 
 def test_one_iteration_updates_exactly_the_right_parameters(monkeypatch):

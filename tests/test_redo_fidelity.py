@@ -80,7 +80,43 @@ def test_the_paper_text_is_a_variant_of_the_flowers_config(capsys, monkeypatch):
     code = resolved_model_args("redo_flowers", capsys, monkeypatch)
     text = resolved_model_args("redo_flowers_paper_text", capsys, monkeypatch)
     differing = {k: (code[k], text[k]) for k in code if code[k] != text[k]}
-    assert differing == {"redraw": ("all", "one"), "cond_norm": ("instance", "batch")}
+    assert differing == {"redraw": ("all", "one"), "cond_norm": ("instance", "batch"),
+                         "fresh_discriminator_codes": (False, True),
+                         "sn_init": ("default", "orthogonal")}
+
+
+def singular_value_spread(weight: torch.Tensor) -> float:
+    values = torch.linalg.svdvals(weight.detach().flatten(1).double())
+    return float(values.min() / values.max())
+
+
+@pytest.mark.parametrize("sn_init", ["default", "orthogonal"])
+def test_spectrally_normalised_layers_start_as_the_authors_runs_did(sn_init):
+    """Their orthogonal init reached the layers without spectral norm only (docs/methods/redo.md)."""
+    torch.manual_seed(0)
+    nets = ReDO(**TINY, sn_init=sn_init).nets
+    normalised = nets.discriminator.blocks[0].conv2.parametrizations.weight.original
+    assert (singular_value_spread(normalised) > 0.99) == (sn_init == "orthogonal")
+    for plain in (nets.mask.encoder[1].weight, nets.generators[0].dense.weight,
+                  nets.discriminator.linear.weight):
+        assert singular_value_spread(plain) > 0.99
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+def test_discriminator_step_redraws_with_the_generator_steps_codes(fresh, monkeypatch):
+    torch.manual_seed(0)
+    module = ReDO(**TINY, fresh_discriminator_codes=fresh)
+    seen = {"g": [], "d": []}
+    for name, method in (("g", "_generator_terms"), ("d", "_discriminator_loss")):
+        original = getattr(module, method)
+
+        def recording(*args, original=original, name=name):
+            seen[name].append(args[-1].clone())  # z
+            return original(*args)
+
+        monkeypatch.setattr(module, method, recording)
+    tiny_trainer(max_steps=4).fit(module, tiny_data())
+    assert [torch.equal(g, d) for g, d in zip(seen["g"], seen["d"])] == [not fresh] * 2
 
 
 def test_network_sizes_are_the_authors():
@@ -204,17 +240,17 @@ def test_supervised_baselines_are_selected_with_fixed_roles(experiment, capsys, 
 
 
 # --- 6. D's real batch drawn apart from the redrawn one --------------------------------------------
-class DiscriminatorInputs(pl.Callback):
-    """The redrawn batch of each step, and the real half of what D judges in its step."""
+class DiscriminatorInputs:
+    """The redrawn batch of each step, and the real images D judges in its step."""
 
     def __init__(self, module: ReDO):
         self.redrawn, self.real = [], []
         loss = module._discriminator_loss
 
-        def recording(images, real):
+        def recording(images, real, *codes):
             self.redrawn.append(images.detach().clone())
             self.real.append(real.detach().clone())
-            return loss(images, real)
+            return loss(images, real, *codes)
 
         module._discriminator_loss = recording
 

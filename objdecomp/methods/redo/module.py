@@ -9,8 +9,10 @@ best permutation (§5.2).
 
 The defaults are what the authors' code runs (and the paper tables' configs use): every
 region redrawn each iteration, δ fed the fully generated image, conditional instance norm in
-G_k, D's real images drawn apart from the redrawn ones. ``redraw="one"`` with
-``cond_norm="batch"`` is the paper text's Algorithm 1 and §4; docs/methods/redo.md lists
+G_k, D's step redrawing with the G step's codes against real images drawn apart, the
+spectrally normalised layers left at PyTorch's initialisation. The paper text's version
+(Algorithm 1, §4) is ``redraw="one"``, ``cond_norm="batch"``,
+``fresh_discriminator_codes=True``, ``sn_init="orthogonal"``; docs/methods/redo.md lists
 every place where the code and the text differ.
 """
 
@@ -30,6 +32,7 @@ from objdecomp.nn.gan import hinge_d_loss, hinge_g_loss
 from objdecomp.schedules import counters
 from objdecomp.training import (AlternatingUpdates, EmulatedBF16Warning, ExactResume,
                                 NonFiniteLossGuard, Player)
+from objdecomp.training.allocator import ReuseFreedMemory
 from objdecomp.types import Decomposition
 
 
@@ -48,7 +51,7 @@ class ReDO(DecompositionModule):
         discriminator_lr: Adam learning rate of D (default: ``lr``, as in §4; SAGAN's
             two-timescale rule would be 4x ``lr``).
         discriminator_steps: D updates per G/F/δ update (1 in Algorithm 1 and the code), each
-            on freshly redrawn images of the same batch and the same real images.
+            redrawing the same batch, with the same real images.
         mask_width, mask_res_blocks, temperature: F's width at 1/4 resolution, residual
             blocks, softmax temperature (64, 3, 1 in the code).
         mask_downsampling: stride-2 steps in F's encoder (2 in the code; see MaskNetwork).
@@ -58,8 +61,13 @@ class ReDO(DecompositionModule):
         cond_norm: ``"instance"`` (the code) or ``"batch"`` (§4's text) conditional
             normalisation in G_k.
         init_gain: gain of the orthogonal initialisation (0.8 in the code).
+        sn_init: initialisation of the spectrally normalised layers: ``"default"``
+            (PyTorch's, what the authors' GPU runs had) or ``"orthogonal"`` (§4); see
+            :class:`~objdecomp.methods.redo.networks.ReDONetworks`.
         redraw: ``"all"`` regions each iteration, D judging n·B fakes and δ reading the fully
             generated image (the code), or ``"one"`` region i ~ U(n) per image (Algorithm 1).
+        fresh_discriminator_codes: D's step redraws with new regions and codes (Algorithm 1,
+            lines 12–13) instead of the G step's (the code).
         real_batch: D's real images: ``"separate"``, a batch drawn apart from the redrawn one
             (Algorithm 1 and the code; :mod:`~objdecomp.methods.redo.real_batches`), or
             ``"same"``, the redrawn batch itself (no second batch to load; each hinge term's
@@ -79,8 +87,9 @@ class ReDO(DecompositionModule):
                  mask_res_blocks: int = 3, temperature: float = 1.0, mask_downsampling: int = 2,
                  gen_width: int = 64, disc_width: int = 64, z_net_width: int = 64,
                  gen_attention: bool = True, disc_attention: bool = True,
-                 cond_norm: str = "instance", init_gain: float = 0.8,
-                 redraw: str = "all", real_batch: str = "separate",
+                 cond_norm: str = "instance", init_gain: float = 0.8, sn_init: str = "default",
+                 redraw: str = "all", fresh_discriminator_codes: bool = False,
+                 real_batch: str = "separate",
                  image_size: int = 128, channels: int = 3,
                  max_objects: int = 1, num_classes: int = 0, num_background: int = 1,
                  init_checkpoint: Optional[str] = None, channels_last: bool = True):
@@ -96,7 +105,7 @@ class ReDO(DecompositionModule):
         self.automatic_optimization = False  # alternating G/D updates (Algorithm 1)
         self.num_regions, self.z_dim, self.lambda_z, self.redraw_mode = (
             num_regions, z_dim, lambda_z, redraw)
-        self.real_batch = real_batch
+        self.real_batch, self.fresh_discriminator_codes = real_batch, fresh_discriminator_codes
         self.lr, self.mask_lr, self.mask_weight_decay, self.betas = (
             lr, mask_lr, mask_weight_decay, tuple(float(b) for b in betas))
         self.discriminator_lr = lr if discriminator_lr is None else discriminator_lr
@@ -110,7 +119,7 @@ class ReDO(DecompositionModule):
             mask_downsampling=mask_downsampling,
             gen_width=gen_width, disc_width=disc_width, z_net_width=z_net_width,
             gen_attention=gen_attention, disc_attention=disc_attention, cond_norm=cond_norm,
-            init_gain=init_gain)
+            init_gain=init_gain, sn_init=sn_init)
         self.nets = ReDONetworks(**self._network_args)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.nets.to(memory_format=self.memory_format)
@@ -137,18 +146,20 @@ class ReDO(DecompositionModule):
     # --- training (Algorithm 1) ------------------------------------------------------------------
     def configure_optimizers(self):
         nets = self.nets
-        generator_step = torch.optim.Adam([
+        # Fused: one pass over each parameter per step (the default CPU Adam makes several).
+        adam = dict(betas=self.betas, fused=self.device.type in ("cpu", "cuda"))
+        generator_step = torch.optim.Adam([  # Adam is per-parameter: groups = three Adams
             {"params": nets.mask.parameters(), "lr": self.mask_lr,
              "weight_decay": self.mask_weight_decay},
             {"params": nets.generators.parameters(), "lr": self.lr},
             {"params": nets.z_net.parameters(), "lr": self.lr},
-        ], betas=self.betas)  # Adam is per-parameter: one optimizer with groups = three Adams
+        ], **adam)
         discriminator_step = torch.optim.Adam(nets.discriminator.parameters(),
-                                              lr=self.discriminator_lr, betas=self.betas)
+                                              lr=self.discriminator_lr, **adam)
         return [generator_step, discriminator_step]  # the order of the players
 
     def configure_callbacks(self):
-        return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning()]
+        return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning(), ReuseFreedMemory()]
 
     def on_train_start(self) -> None:
         if self.real_batch == "separate":  # from this batch on, also after a resume
@@ -162,15 +173,19 @@ class ReDO(DecompositionModule):
     def training_step(self, batch: Dict[str, Tensor], batch_idx: int) -> None:
         images = self._network_input(batch["image"])
         real = images if self.real_batch == "same" else self._next_real_images()
+        codes = self._sample(images.shape[0])
         terms: Dict[str, Tensor] = {}
 
         def generator_loss() -> Tensor:
-            adversarial, z_error = self._generator_terms(images)
+            adversarial, z_error = self._generator_terms(images, *codes)
             terms["g_adv"], terms["z_rec"] = adversarial.detach(), z_error.detach()
             return adversarial + self.lambda_z * z_error
 
-        totals = self.updates.step(self, {"g": generator_loss,
-                                          "d": lambda: self._discriminator_loss(images, real)})
+        def discriminator_loss() -> Tensor:
+            region, z = self._sample(len(images)) if self.fresh_discriminator_codes else codes
+            return self._discriminator_loss(images, real, region, z)
+
+        totals = self.updates.step(self, {"g": generator_loss, "d": discriminator_loss})
         self.log_losses({**terms, **totals})
 
     def _network_input(self, images: Tensor) -> Tensor:
@@ -201,10 +216,9 @@ class ReDO(DecompositionModule):
         fakes = self.nets.redraw(images, masks, z, region)
         return fakes, fakes
 
-    def _generator_terms(self, images: Tensor) -> Tuple[Tensor, Tensor]:
+    def _generator_terms(self, images: Tensor, region: Tensor, z: Tensor) -> Tuple[Tensor, Tensor]:
         """-D(G_F(I, z_i, i)) and ||δ_i(G_F(I, z_i, i)) - z_i||² (Algorithm 1, lines 5–7)."""
         masks = self.nets.mask(images)
-        region, z = self._sample(images.shape[0])
         fakes, delta_input = self._fakes(images, masks, region, z)
         adversarial = hinge_g_loss(self.nets.discriminator(fakes))
         z_hat = self.nets.reconstruct_z(delta_input)
@@ -212,11 +226,11 @@ class ReDO(DecompositionModule):
             z_hat = z_hat[torch.arange(images.shape[0], device=self.device), region]
         return adversarial, F.mse_loss(z_hat.float(), z)
 
-    def _discriminator_loss(self, images: Tensor, real: Tensor) -> Tensor:
-        """Hinge loss on ``real`` images and ``images`` freshly redrawn (Algorithm 1, lines
-        11–15)."""
+    def _discriminator_loss(self, images: Tensor, real: Tensor, region: Tensor,
+                            z: Tensor) -> Tensor:
+        """Hinge loss on ``real`` images and ``images`` redrawn by the updated F and G_k
+        (Algorithm 1, lines 11–15)."""
         with torch.no_grad():
-            region, z = self._sample(images.shape[0])
             fakes, _ = self._fakes(images, self.nets.mask(images), region, z)
         # One pass over real and fake together: one power iteration per SN layer, bigger GEMMs.
         scores = self.nets.discriminator(torch.cat([real, fakes.to(real.dtype)]))

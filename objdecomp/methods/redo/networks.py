@@ -1,4 +1,5 @@
-"""ReDO's four networks (Chen et al. 2019, §4; where the paper is silent, as the authors' code).
+"""ReDO's four networks as the authors' code builds them (Chen et al. 2019, §4; the places where
+the code and the text differ are listed in docs/methods/redo.md).
 
 - :class:`MaskNetwork` F: PSPNet-inspired fully convolutional mask extractor, no spectral norm.
 - :class:`RegionGenerator` G_k: SAGAN-style generator conditioned on the region's mask and
@@ -21,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from objdecomp.nn.gan import (ConditionalNorm2d, DownBlock, SelfAttention, UpBlock, orthogonal_init_,
-                              sn_conv2d)
+from objdecomp.nn.gan import (ConditionalNorm2d, DownBlock, InstanceNorm2d, SelfAttention, UpBlock,
+                              orthogonal_init_, same_layout, sn_conv2d)
 
 
 def _num_levels(image_size: int) -> int:
@@ -41,9 +42,9 @@ class _ResidualIN(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(channels, channels, 3, padding=1, bias=False),
-            nn.InstanceNorm2d(channels, affine=True), nn.ReLU(),
+            InstanceNorm2d(channels, affine=True), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, padding=1))
-        self.post = nn.Sequential(nn.InstanceNorm2d(channels, affine=True), nn.ReLU())
+        self.post = nn.Sequential(InstanceNorm2d(channels, affine=True), nn.ReLU())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.post(x + self.body(x))
@@ -51,7 +52,7 @@ class _ResidualIN(nn.Module):
 
 def _conv_in_relu(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> List[nn.Module]:
     return [nn.Conv2d(in_channels, out_channels, kernel, stride, padding=kernel // 2, bias=False),
-            nn.InstanceNorm2d(out_channels, affine=True), nn.ReLU()]
+            InstanceNorm2d(out_channels, affine=True), nn.ReLU()]
 
 
 class MaskNetwork(nn.Module):
@@ -88,7 +89,7 @@ class MaskNetwork(nn.Module):
             down += _conv_in_relu(stem * 2 ** step, stem * 2 ** (step + 1), 3, stride=2)
         self.encoder = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(channels, stem, 7, bias=False),
-            nn.InstanceNorm2d(stem, affine=True), nn.ReLU(), *down,
+            InstanceNorm2d(stem, affine=True), nn.ReLU(), *down,
             *[_ResidualIN(width) for _ in range(num_res_blocks)])
         self.pyramid = nn.ModuleList(nn.Conv2d(width, 1, 1) for _ in self.POOL_SIZES)
         wide = width + len(self.POOL_SIZES)
@@ -161,8 +162,8 @@ class RegionGenerator(nn.Module):
                 x = self.attention(x)
             side = F.adaptive_avg_pool2d(mask, x.shape[-2:])
             x = block(x, z, side)
-        x = F.relu(self.out_norm(x, z))
-        return torch.tanh(self.out_conv(torch.cat([x, mask], dim=1)))
+        x = F.relu(self.out_norm(x, z), inplace=True)
+        return torch.tanh(self.out_conv(torch.cat([x, same_layout(mask, x)], dim=1)))
 
 
 class ResidualEncoder(nn.Module):
@@ -192,18 +193,29 @@ class ResidualEncoder(nn.Module):
 
 
 class ReDONetworks(nn.Module):
-    """F, the n generators G_k, D and δ, built and orthogonally initialised together.
+    """F, the n generators G_k, D and δ, built and initialised together.
 
     Rebuilding with the same arguments and loading the state dict is how a collapsed run
     restarts (callbacks/collapse.py), so everything the networks are lives here.
+
+    ``sn_init``: the initialisation of the spectrally normalised layers (every convolution
+    of G_k, D and δ). ``"default"`` keeps PyTorch's, which is what the authors' runs had: their
+    code moves the networks to the GPU before its orthogonal initialisation, which then writes
+    into a stale copy of those layers' weights (docs/methods/redo.md). ``"orthogonal"`` is
+    §4's text. The other layers (F, the linear maps of z, D's and δ's last linear layers) are
+    orthogonally initialised either way.
     """
 
     def __init__(self, image_size: int = 128, channels: int = 3, num_regions: int = 2,
                  z_dim: int = 32, mask_width: int = 64, mask_res_blocks: int = 3,
                  temperature: float = 1.0, mask_downsampling: int = 2, gen_width: int = 64,
                  disc_width: int = 64, z_net_width: int = 64, gen_attention: bool = True,
-                 disc_attention: bool = True, cond_norm: str = "instance", init_gain: float = 0.8):
+                 disc_attention: bool = True, cond_norm: str = "instance", init_gain: float = 0.8,
+                 sn_init: str = "default"):
         super().__init__()
+        if sn_init not in ("default", "orthogonal"):
+            raise ValueError(f"sn_init must be 'default' (the authors' runs) or 'orthogonal' "
+                             f"(§4), got {sn_init!r}")
         self.num_regions, self.z_dim = num_regions, z_dim
         self.mask = MaskNetwork(channels, num_regions, mask_width, mask_res_blocks, temperature,
                                 mask_downsampling)
@@ -212,7 +224,7 @@ class ReDONetworks(nn.Module):
             for _ in range(num_regions))
         self.discriminator = ResidualEncoder(image_size, channels, disc_width, 1, disc_attention)
         self.z_net = ResidualEncoder(image_size, channels, z_net_width, num_regions * z_dim)
-        orthogonal_init_(self, init_gain)  # §4: orthogonal init; gain 0.8 from the code
+        orthogonal_init_(self, init_gain, spectral_normalised=sn_init == "orthogonal")
 
     def reconstruct_z(self, images: Tensor) -> Tensor:
         """δ: ``[B, n, z_dim]``, the code of every region inferred from ``images``."""
