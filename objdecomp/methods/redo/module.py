@@ -29,7 +29,6 @@ from objdecomp.methods.redo.networks import ReDONetworks
 from objdecomp.methods.redo.pictures import PICTURE_IMAGES, redrawing_figure
 from objdecomp.methods.redo.real_batches import real_batch_loader
 from objdecomp.nn.gan import hinge_d_loss, hinge_g_loss
-from objdecomp.schedules import counters
 from objdecomp.training import (AlternatingUpdates, EmulatedBF16Warning, ExactResume,
                                 NonFiniteLossGuard, Player)
 from objdecomp.training.allocator import ReuseFreedMemory
@@ -162,8 +161,11 @@ class ReDO(DecompositionModule):
         return [ExactResume(), NonFiniteLossGuard(), EmulatedBF16Warning(), ReuseFreedMemory()]
 
     def on_train_start(self) -> None:
-        if self.real_batch == "separate":  # from this batch on, also after a resume
-            loader = real_batch_loader(self.trainer.train_dataloader, start=counters(self)[0],
+        if self.real_batch == "separate":
+            # From the next batch on: after a resume, the batches the checkpoint had processed
+            # (a checkpoint written at a batch's end counts it as processed, not yet completed).
+            start = self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            loader = real_batch_loader(self.trainer.train_dataloader, start=start,
                                        rank=self.global_rank, world_size=self.trainer.world_size)
             self._real_batches = iter(loader)
 
