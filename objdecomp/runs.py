@@ -65,11 +65,10 @@ class RunInfo:
 
     @classmethod
     def of_folder(cls, folder: Path, experiment: str, seed: Any) -> "RunInfo":
-        """The run that lives in ``folder`` (its ``run.json`` when it has one)."""
-        record = read_run_record(folder)
-        run_id = record.get("run_id") or re.sub(r"[^A-Za-z0-9_-]", "-", folder.name)
-        return cls(record.get("experiment", experiment), record.get("seed", plain_seed(seed)),
-                   folder, run_id)
+        """The run that lives in ``folder``, for a command on ``experiment`` and ``seed`` (which
+        name its results, e.g. a checkpoint tested under another experiment's name)."""
+        run_id = read_run_record(folder).get("run_id") or re.sub(r"[^A-Za-z0-9_-]", "-", folder.name)
+        return cls(experiment, plain_seed(seed), folder, run_id)
 
     @classmethod
     def of_checkpoint(cls, checkpoint: Path, experiment: str, seed: Any) -> "RunInfo":
