@@ -124,8 +124,8 @@ def wait_for(condition, timeout: float, what: str, process: subprocess.Popen) ->
 def test_a_signal_stops_the_fit_after_its_batch_with_a_checkpoint_of_that_step(signum, tmp_path):
     process = start_fit(tmp_path, SLOW_TINY, "signal")
     runs = tmp_path / "results" / "signal"
-    wait_for(lambda: list(runs.glob("*/run.json")), 240, "the fit never started", process)  # at train start
-    time.sleep(1.5)  # a few batches
+    wait_for(lambda: list(runs.glob("*/config.yaml")), 240, "the fit never started", process)  # at setup
+    time.sleep(3)  # a few batches
     process.send_signal(signum)
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, output[-3000:]
