@@ -22,6 +22,7 @@ last step (objdecomp/callbacks/checkpoints.py).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -305,6 +306,8 @@ class ObjdecompCLI(LightningCLI):
         self.run = self.checkpoint_run or RunInfo.new(config.experiment, config.seed_everything)
         if config.trainer.default_root_dir is None:
             config.trainer.default_root_dir = str(self.run.directory)
+        elif self.checkpoint_run is None:  # a folder of the caller's choice (benchmarks) holds the run
+            self.run = dataclasses.replace(self.run, directory=Path(config.trainer.default_root_dir))
         if config.checkpoint.dirpath is None:
             config.checkpoint.dirpath = str(self.run.directory / "checkpoints")
 

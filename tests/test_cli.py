@@ -199,6 +199,15 @@ def test_each_fit_is_its_own_run_and_last_resumes_the_newest_across_commits(work
         one.run.directory, two.run.directory)  # no run of seed 1: a new one
 
 
+def test_a_run_in_a_folder_of_the_callers_choice_keeps_everything_there(workspace, tmp_path):
+    tmp, config = workspace
+    folder = tmp_path / "bench"
+    cli = run_cli("fit", "--config", str(config), "--experiment", "tiny", f"--trainer.default_root_dir={folder}")
+    assert cli.run.directory == folder and (folder / "run.json").is_file()
+    assert (folder / "checkpoints" / "last.ckpt").is_file() and list((folder / "wandb").glob("offline-run-*"))
+    assert not (tmp / "results").exists()
+
+
 # --- a command never gives a silently wrong number (#15 items 5, 6) -------------------------------
 def test_evaluating_last_without_a_run_is_an_error_and_writes_nothing(workspace):
     tmp, config = workspace
