@@ -40,12 +40,14 @@ def checkpoint_problem(path: Path) -> Optional[str]:
 def newest_run(experiment: str, seed: Any) -> Optional[RunInfo]:
     """The most recently created run of ``experiment`` and ``seed`` that has a checkpoint."""
     seed = plain_seed(seed)
-    candidates: List[Tuple[str, RunInfo]] = []
+    candidates: List[Tuple[str, float, RunInfo]] = []
     for path in (results_root() / experiment).glob(f"*/{RUN_FILE}"):
         record = read_run_record(path.parent)
-        if record.get("seed") == seed and any((path.parent / "checkpoints").glob("*.ckpt")):
-            candidates.append((record.get("created", ""), RunInfo.of_folder(path.parent, experiment, seed)))
-    return max(candidates, key=lambda item: item[0])[1] if candidates else None
+        saved = [p.stat().st_mtime for p in (path.parent / "checkpoints").glob("*.ckpt")]
+        if record.get("seed") == seed and saved:  # runs started in the same second: the newer save
+            candidates.append((record.get("created", ""), max(saved),
+                               RunInfo.of_folder(path.parent, experiment, seed)))
+    return max(candidates, key=lambda item: item[:2])[2] if candidates else None
 
 
 def intact_checkpoint(run: RunInfo) -> Tuple[Optional[Path], List[str]]:
