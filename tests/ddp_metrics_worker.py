@@ -74,6 +74,8 @@ def images_counted(metric: DecompositionMetric) -> int:
     """The number of images behind the metric's (synchronised) summed state."""
     if hasattr(metric, "n_images"):
         return int(metric.n_images)
+    if hasattr(metric, "pooled_counts"):  # a pooled fg/bg confusion: its pixel total instead
+        return int(metric.pooled_counts.sum())
     total = int(metric.confusion.sum())  # pixels (semantic) or images (cluster)
     return total // SIZE**2 if isinstance(metric, SemanticSegmentation) else total
 
