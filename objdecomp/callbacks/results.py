@@ -98,7 +98,9 @@ def _split_metrics(trainer: pl.Trainer, split: str) -> Dict[str, float]:
 
 
 def _format(metrics: Dict[str, float]) -> str:
-    shown = [f"{k}={v:.4f}" for k, v in metrics.items() if not math.isnan(v)][:8]
+    # Counts of images a metric is undefined on matter only when they are not 0.
+    shown = [f"{k}={v:.4f}" for k, v in metrics.items()
+             if not math.isnan(v) and not (k.endswith("_n_undefined") and v == 0)][:8]
     return " ".join(shown) or "no metrics"
 
 
