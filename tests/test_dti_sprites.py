@@ -422,12 +422,13 @@ def test_experiment_config_trains_on_tiny_data(experiment: str):
 
 
 # --- editing (Fig. 4) ---------------------------------------------------------------------------
-def _positioned_model() -> DTISprites:
-    """Sprite 0 a red 4x4 square, sprite 1 a green one, drawn at native size by ``col-pos``."""
+def _positioned_model(position: str = "native_size") -> DTISprites:
+    """Sprite 0 a red 4x4 square, sprite 1 a green one, drawn at native size by ``col-pos`` (the
+    8x8 sprite at zero parameters covers the central half of the 16x16 canvas in both forms)."""
     model = DTISprites(image_size=16, channels=3, max_objects=1, num_classes=3, num_backgrounds=1,
                        sprite_size=8, layer_transforms="col-pos", sprite_transforms="",
                        background_transforms="", background_init=0.0, mask_noise=0.0,
-                       encoder="resnet8", empty_sprite=False, position="native_size")
+                       encoder="resnet8", empty_sprite=False, position=position)
     with torch.no_grad():
         model.net.sprites.masks.copy_(_square(8, 2, 2, 4).expand(2, 1, 8, 8))
         model.net.sprites.appearance.zero_()
@@ -436,10 +437,11 @@ def _positioned_model() -> DTISprites:
     return model.eval()
 
 
-def test_editing_swaps_moves_rescales_and_recolours():
+@pytest.mark.parametrize("position", ["native_size", "half_canvas"])
+def test_editing_swaps_moves_rescales_and_recolours(position):
     from objdecomp.methods.dti_sprites.editing import Edit, edit_image
 
-    model = _positioned_model()
+    model = _positioned_model(position)
     image = torch.zeros(3, 16, 16)
     image[0, 6:10, 6:10] = 1.0  # the red square, centred, as the model draws it
     reconstruction, swapped = edit_image(model, image, [Edit(layer=1, sprite=1)])
@@ -447,10 +449,30 @@ def test_editing_swaps_moves_rescales_and_recolours():
     assert torch.allclose(swapped[[1, 0]], image[[0, 1]], atol=1e-5)  # now green
     _, moved = edit_image(model, image, [Edit(layer=1, translate=(0.25, 0.0))])
     assert torch.allclose(moved[:, :, 4:], image[:, :, :12], atol=1e-5)  # 4 pixels to the right
-    _, bigger = edit_image(model, image, [Edit(layer=1, scale=2.0)])
-    assert bigger[0, 5:11, 5:11].min() > 0.99 and bigger[0, :3].max() < 1e-6  # 4 -> 8 pixels
+    _, bigger = edit_image(model, image, [Edit(layer=1, scale=1.5)])  # 4 -> 6 pixels, same centre
+    assert bigger[0, 6:10, 6:10].min() > 0.99 and bigger[0, :4].max() < 1e-6
+    assert 2.0 < float(bigger[0].sum() / image[0].sum()) < 2.5
+    _, moved_and_bigger = edit_image(model, image, [Edit(layer=1, scale=1.5, translate=(0.25, 0.0))])
+    assert torch.allclose(moved_and_bigger[:, :, 4:], bigger[:, :, :12], atol=1e-5)
     _, recoloured = edit_image(model, image, [Edit(layer=1, color=(0.2, 0.6, 1.0))])
     assert torch.allclose(recoloured[:, 8, 8], torch.tensor([0.2, 0.6, 1.0]), atol=1e-4)
+
+
+@pytest.mark.parametrize("position", ["native_size", "half_canvas"])
+def test_describe_reads_the_frame_in_either_parameterisation(position):
+    from objdecomp.methods.dti_sprites.editing import describe
+
+    image = torch.zeros(3, 16, 16)
+    image[0, 6:10, 6:10] = 1.0
+    assert describe(_positioned_model(position), image) == [
+        "layer 1: sprite 0, centre (0.50, 0.50), frame 0.50 of the image width"]
+
+
+def test_the_authors_pos_refuses_a_frame_beyond_the_canvas():
+    from objdecomp.methods.dti_sprites.editing import Edit, edit_image
+
+    with pytest.raises(ValueError, match="frame smaller than the image"):
+        edit_image(_positioned_model("half_canvas"), torch.zeros(3, 16, 16), [Edit(layer=1, scale=3.0)])
 
 
 def test_edit_command_writes_the_edited_image(tmp_path):

@@ -37,6 +37,7 @@ from datamodules.real_data import open_image
 from objdecomp.compositing import composite
 from objdecomp.methods.dti_sprites.module import DTISprites
 from objdecomp.methods.dti_sprites.networks import Prediction
+from objdecomp.nn.transforms import Transform
 
 
 @dataclass
@@ -97,6 +98,13 @@ def _find(model: DTISprites, wanted: str) -> Tuple[str, int]:
     raise ValueError(f"this model has no active '{wanted}' transformation to edit")
 
 
+def _position(model: DTISprites, pred: Prediction, layer: int, sprite: int) -> Tuple[Transform, Tensor]:
+    """The active ``pos`` module and a view of its parameters for ``layer`` (and ``sprite``)."""
+    kind, index = _find(model, "pos")
+    sequence = model.net.layer_tsf if kind == "layer" else model.net.sprite_tsf
+    return sequence.transforms[index], _params(pred, kind, index, layer, sprite)
+
+
 def _params(pred: Prediction, kind: str, index: int, layer: int, sprite: int) -> Tensor:
     """A view of one layer's (and, for sprite-specific modules, one sprite's) parameters."""
     if kind == "layer":
@@ -133,13 +141,23 @@ def apply_edit(model: DTISprites, pred: Prediction, ids: Tensor, edit: Edit, col
         ids[:, edit.layer] = edit.sprite
     sprite = int(ids[0, edit.layer].clamp(max=model.net.num_sprites - 1))
     if edit.translate is not None or edit.scale is not None:
-        theta = _params(pred, *_find(model, "pos"), edit.layer, sprite)
-        if edit.scale is not None:
-            theta[:, 0] += math.log(edit.scale)
-        if edit.translate is not None:
-            theta[:, 1:] += 2 * torch.tensor(edit.translate, dtype=theta.dtype)  # [-1, 1] spans the image
+        _move(*_position(model, pred, edit.layer, sprite), edit)
     if edit.color is not None:
         _recolor(model, pred, edit, sprite, colors[:, edit.layer], weights[:, edit.layer])
+
+
+def _move(position: Transform, theta: Tensor, edit: Edit) -> None:
+    """Translate and rescale the sprite's frame on the canvas, whatever ``pos``'s parameterisation."""
+    centre, size = position.placement(theta)
+    if edit.scale is not None:
+        size = size * edit.scale
+    if edit.translate is not None:
+        centre = centre + 2 * torch.tensor(edit.translate, dtype=theta.dtype)  # [-1, 1] spans the image
+    placed = position.placed(centre, size)
+    if not placed.isfinite().all():
+        raise ValueError(f"this model's pos keeps a sprite's frame smaller than the image: scale "
+                         f"x{edit.scale} would make it {float(size.max()):.2f} of the image")
+    theta.copy_(placed)
 
 
 def _recolor(model: DTISprites, pred: Prediction, edit: Edit, sprite: int, color: Tensor,
@@ -183,9 +201,10 @@ def describe(model: DTISprites, image: Tensor) -> List[str]:
         text = f"layer {layer}: " + ("empty" if sprite == model.net.num_sprites else f"sprite {sprite}")
         if sprite < model.net.num_sprites:
             try:
-                theta = _params(pred, *_find(model, "pos"), layer, sprite)[0]
-                centre = (theta[1:] / 2 + 0.5).tolist()  # as fractions of the image
-                text += f", centre ({centre[0]:.2f}, {centre[1]:.2f}), scale x{math.exp(theta[0]):.2f}"
+                position, theta = _position(model, pred, layer, sprite)
+                centre, size = position.placement(theta[0])
+                x, y = (centre / 2 + 0.5).tolist()  # as fractions of the image
+                text += f", centre ({x:.2f}, {y:.2f}), frame {float(size):.2f} of the image width"
             except ValueError:
                 pass
         lines.append(text)
