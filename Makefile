@@ -30,6 +30,8 @@ help:
 	@echo "make gallery DATASET=<name>       PNG grid of a dataset's samples and ground truth"
 	@echo "make bench-learn EXP=<name>        learning check of any experiment (benchmarks/bench_learn.py; ARGS=--minutes 30 | --steps N)"
 	@echo "make bench-metrics | bench-data | bench-speed | bench-speed-redo"
+	@echo "  (DTI_SPRITES_CODE=<checkout> make bench-speed, REDO_CODE=<checkout> make bench-speed-redo:"
+	@echo "   the authors' code timed in the same invocation, the ratio printed)"
 	@echo "make figure4                      ReDO's Figure 4 (supervised curve vs unsupervised) as PNG"
 
 $(PY):
