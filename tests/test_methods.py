@@ -24,6 +24,7 @@ from torchmetrics import Metric
 from objdecomp.methods.base import DecompositionModule
 from objdecomp.methods.conv_vae import ConvVAE
 from objdecomp.methods.dti_sprites import DTISprites
+from objdecomp.methods.monet import MONet, MONetSegmentation
 from objdecomp.methods.redo import ReDO, ReDOSupervised
 from tests.tiny import TinySquares
 
@@ -60,6 +61,9 @@ def tiny_dti_sprites() -> DTISprites:
     return model
 
 
+MONET_TINY = dict(image_size=16, max_objects=2, unet_channels=(4, 8), unet_mlp_hidden=8,
+                  latent_dim=3, encoder_widths=(4, 4), encoder_hidden=8, decoder_width=4,
+                  decoder_layers=2)
 REDO_TINY = dict(image_size=16, z_dim=4, mask_width=8, mask_res_blocks=1, gen_width=4,
                  disc_width=4, z_net_width=4)
 
@@ -68,6 +72,10 @@ METHODS: Dict[str, Entry] = {
     "redo": Entry(lambda: ReDO(**REDO_TINY)),
     "redo_supervised": Entry(lambda: ReDOSupervised(image_size=16, mask_width=8, mask_res_blocks=1)),
     "conv_vae": Entry(lambda: ConvVAE(image_size=16, channels=3, width=8, latent_channels=2)),
+    "monet": Entry(lambda: MONet(**MONET_TINY)),
+    "monet_segmentation": Entry(lambda: MONetSegmentation(
+        image_size=16, num_slots=3, backbone="resnet8", width=4, latent_dim=3,
+        encoder_widths=(4, 4), encoder_hidden=8, decoder_width=4, decoder_layers=2)),
 }
 
 

@@ -9,6 +9,9 @@
 - The evaluation of Table 1: :func:`likelihood_bounds`, the ELBO and the importance-sampling
   bound on −log p(x) with K posterior samples (K = 100 in the paper), drawn in chunks so that
   memory stays bounded whatever K.
+- MONet's component VAE (Burgess et al. 2019): the Gaussian likelihood of fixed scale,
+  :func:`gaussian_pixel_log_likelihood`, and the spatial-broadcast decoder
+  (Watters et al. 2019), :class:`SpatialBroadcastDecoder`.
 
 All log densities are in nats and summed over the non-batch dimensions (one value per image).
 """
@@ -20,7 +23,7 @@ from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -95,3 +98,44 @@ def likelihood_bounds(log_weights: Tensor) -> Dict[str, Tensor]:
       (Jensen's inequality).
     """
     return {"neg_elbo": -log_weights.mean(0), "nll_bound": -log_mean_exp(log_weights, 0)}
+
+
+def gaussian_pixel_log_likelihood(means: Tensor, images: Tensor, scale: float) -> Tensor:
+    """log N(x; μ, scale²) per pixel, summed over the colour channels (dimension −3).
+
+    ``means`` ``[..., C, H, W]`` broadcast against ``images``; returns ``[..., H, W]``. A fixed
+    scale (MONet: σ = 0.09 for the background component, 0.11 for the others) makes this a
+    weighted squared error plus a constant.
+    """
+    terms = -0.5 * (LOG_2PI + 2 * math.log(scale) + ((images - means) / scale).square())
+    return terms.sum(-3)
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Latent ``[B, latent]`` -> ``[B, out_channels, H, W]`` (Watters et al. 2019).
+
+    The latent vector is tiled over a ``(H + 2·layers) × (W + 2·layers)`` grid, two coordinate
+    channels in [−1, 1] are appended, and ``layers`` unpadded 3×3 convolutions with ReLU bring
+    it back to H × W; a 1×1 convolution gives the outputs. MONet's component decoder: 4 layers
+    of 32 channels, 4 outputs (RGB means and a mask logit).
+    """
+
+    def __init__(self, latent_dim: int, out_channels: int, image_size: int, width: int = 32,
+                 layers: int = 4):
+        super().__init__()
+        self.image_size, self.margin = image_size, layers  # each unpadded 3x3 conv takes 2 px
+        side = image_size + 2 * layers
+        coords = torch.linspace(-1, 1, side)
+        grid = torch.stack(torch.meshgrid(coords, coords, indexing="ij"))  # [2, side, side]
+        self.register_buffer("grid", grid, persistent=False)
+        blocks, previous = [], latent_dim + 2
+        for _ in range(layers):
+            blocks += [nn.Conv2d(previous, width, 3), nn.ReLU()]
+            previous = width
+        self.net = nn.Sequential(*blocks, nn.Conv2d(previous, out_channels, 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        side = self.grid.shape[-1]
+        tiled = z[:, :, None, None].expand(-1, -1, side, side)
+        grid = self.grid.to(z.dtype).expand(len(z), -1, -1, -1)
+        return self.net(torch.cat([tiled, grid], 1))
