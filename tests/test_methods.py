@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, default_collate
 from torchmetrics import Metric
 
 from objdecomp.methods.base import DecompositionModule
+from objdecomp.methods.cis import CIS
 from objdecomp.methods.conv_vae import ConvVAE
 from objdecomp.methods.dti_sprites import DTISprites
 from objdecomp.methods.monet import MONet, MONetSegmentation
@@ -61,6 +62,9 @@ def tiny_dti_sprites() -> DTISprites:
     return model
 
 
+CIS_TINY = dict(image_size=16, num_masks=3, backbone="resnet8", backbone_width=4,
+                inpainter_width=2, object_vae=True, vae_width=4, vae_hidden=8, stage=2,
+                cycle_weight=1e-3)
 MONET_TINY = dict(image_size=16, max_objects=2, unet_channels=(4, 8), unet_mlp_hidden=8,
                   latent_dim=3, encoder_widths=(4, 4), encoder_hidden=8, decoder_width=4,
                   decoder_layers=2)
@@ -76,6 +80,7 @@ METHODS: Dict[str, Entry] = {
     "monet_segmentation": Entry(lambda: MONetSegmentation(
         image_size=16, num_slots=3, backbone="resnet8", width=4, latent_dim=3,
         encoder_widths=(4, 4), encoder_hidden=8, decoder_width=4, decoder_layers=2)),
+    "cis": Entry(lambda: CIS(**CIS_TINY)),
 }
 
 
