@@ -26,6 +26,7 @@ from objdecomp.methods.cis import CIS
 from objdecomp.methods.conv_vae import ConvVAE
 from objdecomp.methods.dti_sprites import DTISprites
 from objdecomp.methods.monet import MONet, MONetSegmentation
+from objdecomp.methods.perturbgan import PerturbGAN
 from objdecomp.methods.redo import ReDO, ReDOSupervised
 from tests.tiny import TinySquares
 
@@ -71,11 +72,21 @@ MONET_TINY = dict(image_size=16, max_objects=2, unet_channels=(4, 8), unet_mlp_h
 REDO_TINY = dict(image_size=16, z_dim=4, mask_width=8, mask_res_blocks=1, gen_width=4,
                  disc_width=4, z_net_width=4)
 
+# No growing (16 px from the start: every block, head and from-RGB layer is used at once);
+# tests/test_perturbgan.py covers the growing.
+PERTURBGAN_TINY = dict(image_size=16, latent_dim=8, mapping_depth=2, channel_base=64,
+                       channel_max=8, resolutions=[16], batch_sizes=[8], learning_rates=[1e-3],
+                       fade_images=0, stable_images=0,
+                       encoder_backbone="resnet8", encoder_size=16, encoder_width=4)
+
 METHODS: Dict[str, Entry] = {
     "dti_sprites": Entry(tiny_dti_sprites),
     "redo": Entry(lambda: ReDO(**REDO_TINY)),
     "redo_supervised": Entry(lambda: ReDOSupervised(image_size=16, mask_width=8, mask_res_blocks=1)),
     "conv_vae": Entry(lambda: ConvVAE(image_size=16, channels=3, width=8, latent_channels=2)),
+    "perturbgan": Entry(lambda: PerturbGAN(**PERTURBGAN_TINY)),
+    "perturbgan_single": Entry(lambda: PerturbGAN(generators="single", **PERTURBGAN_TINY)),
+    "perturbgan_encoder": Entry(lambda: PerturbGAN(stage="encoder", **PERTURBGAN_TINY)),
     "monet": Entry(lambda: MONet(**MONET_TINY)),
     "monet_segmentation": Entry(lambda: MONetSegmentation(
         image_size=16, num_slots=3, backbone="resnet8", width=4, latent_dim=3,
