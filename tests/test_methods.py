@@ -25,6 +25,7 @@ from objdecomp.methods.base import DecompositionModule
 from objdecomp.methods.cis import CIS
 from objdecomp.methods.conv_vae import ConvVAE
 from objdecomp.methods.dti_sprites import DTISprites
+from objdecomp.methods.lavae import LAVAE
 from objdecomp.methods.monet import MONet, MONetSegmentation
 from objdecomp.methods.perturbgan import PerturbGAN
 from objdecomp.methods.redo import ReDO, ReDOSupervised
@@ -84,6 +85,10 @@ METHODS: Dict[str, Entry] = {
     "redo": Entry(lambda: ReDO(**REDO_TINY)),
     "redo_supervised": Entry(lambda: ReDOSupervised(image_size=16, mask_width=8, mask_res_blocks=1)),
     "conv_vae": Entry(lambda: ConvVAE(image_size=16, channels=3, width=8, latent_channels=2)),
+    # n = 1 forced and the warm-up on, as at LAVAE's first step (every net then gets a gradient).
+    "lavae": Entry(lambda: LAVAE(image_size=16, channels=3, max_count=4, latent_dim=4, sprite_size=5,
+                                 width=4, blocks=1, sprite_width=4, aux_width=4, aux_side=2,
+                                 aux_weight=1.0, force_one=1.0)),
     "perturbgan": Entry(lambda: PerturbGAN(**PERTURBGAN_TINY)),
     "perturbgan_single": Entry(lambda: PerturbGAN(generators="single", **PERTURBGAN_TINY)),
     "perturbgan_encoder": Entry(lambda: PerturbGAN(stage="encoder", **PERTURBGAN_TINY)),
