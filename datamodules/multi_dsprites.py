@@ -214,7 +214,7 @@ class LAVAEDSpritesDataModule(ProceduralDataModule):
         test_objects: sprites per test image (7, the generalisation test); ``None`` draws
             the test split like the training split.
         image_size: canvas side (64 in the paper; smaller canvases are CPU-sized variants).
-        patch: sprite patch side (19 in the paper).
+        patch: sprite patch side (19 in the paper); by default 19/64 of the canvas (odd).
     """ + _LOADER_ARGS
 
     dataset_name = "lavae_dsprites"
@@ -223,12 +223,14 @@ class LAVAEDSpritesDataModule(ProceduralDataModule):
     def __init__(self, train_size: int = 190_000, val_size: int = 10_000,
                  test_size: int = 10_000, test_objects: Optional[int] = 7,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 64, image_size: int = 64, patch: int = 19, **options: Any):
+                 batch_size: int = 64, image_size: int = 64, patch: Optional[int] = None,
+                 **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
                          batch_size, **options)
         self.test_objects = test_objects
         self.max_objects = max(3, test_objects or 0)
-        self.image_size, self.patch = image_size, patch
+        self.image_size = image_size
+        self.patch = patch if patch is not None else (19 * image_size // 64) | 1
 
     def renderer(self, split: str) -> LAVAEDSpritesRenderer:
         if split == "test" and self.test_objects is not None:

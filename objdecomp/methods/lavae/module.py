@@ -65,7 +65,8 @@ class LAVAE(LAVAEPictures, DecompositionModule):
         lr: Adamax learning rate of everything but the location net (App. B: 1e-3).
         location_lr: the location net's (App. B: 1e-4 multi-MNIST, 5e-4 multi-dSprites).
         location_lr_decay: its factor (App. B: exponential 1 -> 1/100 over 100k steps).
-        aux_latent, aux_side: the auxiliary VAE's latent tensor (App. B: 8 × 11 × 11).
+        aux_latent, aux_side: the auxiliary VAE's latent tensor (App. B: 8 × 11 × 11 at
+            64 × 64; ``aux_side`` defaults to 11/64 of the image size).
         importance_samples, val_importance_samples, images_per_pass: the −log p(x) bound
             (Table 1: 100 samples), as :class:`~objdecomp.methods.conv_vae.ConvVAE`.
     """
@@ -81,7 +82,7 @@ class LAVAE(LAVAEPictures, DecompositionModule):
                  aux_weight: ScheduleOrNumber = 0.0, force_one: ScheduleOrNumber = 0.0,
                  lr: float = 1e-3, location_lr: float = 1e-4,
                  location_lr_decay: Optional[Schedule] = None, aux_latent: int = 8,
-                 aux_side: int = 11, importance_samples: int = 100,
+                 aux_side: Optional[int] = None, importance_samples: int = 100,
                  val_importance_samples: int = 1, images_per_pass: int = 256):
         super().__init__(image_size, channels, max_objects, num_classes, num_background,
                          init_checkpoint)
@@ -92,7 +93,9 @@ class LAVAE(LAVAEPictures, DecompositionModule):
         self.appearance_net = AppearanceNet(channels, width, latent_dim, blocks)
         self.location_net = LocationNet(channels, width, gamma, blocks)
         self.sprite_decoder = SpriteDecoder(latent_dim, channels, sprite_size, sprite_width)
-        self.auxiliary = AuxiliaryVAE(channels, image_size, aux_width, aux_latent, aux_side)
+        # App. B's 11 x 11 grid is for 64 x 64 images; other sizes keep its proportion.
+        side = aux_side if aux_side is not None else max(1, round(11 * image_size / 64))
+        self.auxiliary = AuxiliaryVAE(channels, image_size, aux_width, aux_latent, side)
         self.count_logits = nn.Parameter(torch.zeros(max_count + 1))  # a of Eq. 2, as logits
 
     # --- the generative model (Eq. 1-4) ---------------------------------------------------
