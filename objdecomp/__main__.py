@@ -14,6 +14,7 @@ TOOLS = {  # subcommand -> module whose main(argv) runs it
     "gallery": "objdecomp.gallery",
     "data": "objdecomp.data",
     "edit": "objdecomp.methods.dti_sprites.editing",
+    "segment": "objdecomp.segment",
     "tables": "objdecomp.tables",
 }
 
@@ -21,7 +22,9 @@ TOOLS = {  # subcommand -> module whose main(argv) runs it
 def main(argv: Optional[List[str]] = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in TOOLS:
-        importlib.import_module(TOOLS[args[0]]).main(args[1:])
+        status = importlib.import_module(TOOLS[args[0]]).main(args[1:])
+        if status:  # a tool's non-zero status is the command's
+            sys.exit(status)
         return
     if not args or args[0] in ("-h", "--help"):
         print(f"tools: objdecomp {{{','.join(TOOLS)}}} --help\n")

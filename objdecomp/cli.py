@@ -42,6 +42,7 @@ from datamodules.base import ObjectDataModule
 from datamodules.paths import DatasetNotFoundError
 from objdecomp.callbacks.checkpoints import GracefulStop, RunCheckpoint
 from objdecomp.callbacks.pictures import DecompositionPictures
+from objdecomp.callbacks.predictions import DecompositionWriter
 from objdecomp.callbacks.progress import RunProgressBar
 from objdecomp.callbacks.results import ResultsWriter
 from objdecomp.checkpoints import checkpoint_problem, model_from_checkpoint, resolve_last
@@ -250,6 +251,9 @@ class ObjdecompCLI(LightningCLI):
                             help="experiment name (default: the last --config file's path under experiments/)")
         parser.add_argument("--eval_split", type=Literal["train", "val", "test"], default="test",
                             help="the split `test` evaluates (Table 1 of ReDO reports train and test)")
+        parser.add_argument("--predictions_dir", type=Optional[str], default=None,
+                            help="where `predict` writes label maps, overlays and soft masks "
+                                 "(default: the run folder's predictions/)")
         for fact in FACTS:  # dataset facts come from the datamodule, never from a model config
             parser.link_arguments("data", f"model.init_args.{fact}",
                                   compute_fn=_fact_getter(fact), apply_on="instantiate")
@@ -299,6 +303,8 @@ class ObjdecompCLI(LightningCLI):
         config = self.run_config
         if self.subcommand != "fit":  # evaluating: the Timer of a max_time run is not needed
             warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")
+        if self.subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False  # written as they come (DecompositionWriter), not kept
         if self.subcommand in ("validate", "test", "predict") and not config.get("ckpt_path"):
             rank_zero_warn(f"{self.subcommand} without --ckpt_path evaluates an untrained model; "
                            "its results file names no checkpoint and `objdecomp tables` ignores it")
@@ -319,6 +325,9 @@ class ObjdecompCLI(LightningCLI):
         callbacks.append(ResultsWriter(self.run, self.run_config, self.subcommand))
         if self.subcommand == "fit":
             callbacks.append(self.stopper)
+        if self.subcommand == "predict":
+            folder = self.run_config.predictions_dir or self.run.directory / "predictions"
+            callbacks.append(DecompositionWriter(folder))
         configured = [*callbacks, *(config.get("callbacks") or [])]
         if config.get("enable_progress_bar") is not False and not any(
                 isinstance(c, ProgressBar) for c in configured):
