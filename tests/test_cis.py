@@ -248,3 +248,28 @@ def test_cycle_consistency_loss_by_hand():
     # object 1 perturbed to (2, 0): it matches; object 0 moved by 1 although it was kept
     loss = cycle_consistency_loss(z, torch.tensor([[2.0, 0.0]]), z_cycle, torch.tensor([1]))
     assert float(loss) == 1.0
+
+
+# --- identity switches (Table 2) ----------------------------------------------------------------
+def test_identity_switches_count_frames_where_an_object_leaves_its_channel():
+    from objdecomp.methods.cis.identity import IdentitySwitches
+    from objdecomp.types import Decomposition
+
+    truth = torch.zeros(4, 6, 6, dtype=torch.long)
+    truth[:, 0:2, 0:2] = 1  # the ellipse
+    truth[:, 3:6, 3:6] = 2  # the square
+    masks = torch.zeros(4, 3, 6, 6)
+    masks[:, 2] = 1.0
+    masks[:, 2, 0:2, 0:2], masks[:, 0, 0:2, 0:2] = 0, 1  # ellipse in channel 0 ...
+    masks[:, 2, 3:6, 3:6], masks[:, 1, 3:6, 3:6] = 0, 1  # ... square in channel 1
+    masks[3, 0:2, 3:6, 3:6] = torch.tensor([1.0, 0.0])[:, None, None]  # frame 3: square -> 0
+    metric = IdentitySwitches(num_channels=3)
+    decomposition = Decomposition(recon=torch.zeros(4, 3, 6, 6), masks=masks,
+                                  background=torch.tensor([False, False, True]))
+    metric.update({"mask": truth[:2]}, decomposition.__class__(
+        recon=decomposition.recon[:2], masks=masks[:2], background=decomposition.background))
+    metric.update({"mask": truth[2:]}, decomposition.__class__(
+        recon=decomposition.recon[2:], masks=masks[2:], background=decomposition.background))
+    result = metric.compute()
+    assert float(result[""]) == 1.0 and float(result["frames"]) == 4.0
+    assert float(result["rate"]) == 0.25

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from objdecomp.methods.base import DecompositionModule
+from objdecomp.methods.cis.identity import IdentitySwitches
 from objdecomp.methods.cis.losses import (cycle_consistency_loss, inpainter_loss, random_boxes,
                                           segmenter_loss)
 from objdecomp.methods.cis.object_vae import ObjectVAE
@@ -53,7 +54,8 @@ class CIS(DecompositionModule):
         inpainter_lr, segmenter_lr, vae_lr: Adam learning rates (1e-4 throughout in Sec. 4.2;
             the code trains Ω at 3e-5).
         inpainter_steps, segmenter_steps: the max-min's ratio (1 : 3 in the code).
-        stage: 0, 1, 2 or a step-indexed schedule of them (``objdecomp.schedules.Piecewise``).
+        stage: 0, 1, 2 or a step-indexed schedule of them (``objdecomp.schedules.Curriculum``
+            with the two stage starts, or ``Piecewise``).
         object_vae: build the per-object VAEs (needed by stage 2).
         appearance_latent, shape_latent, vae_width, vae_hidden: the VAEs (Sec. 4.2, [22]).
         beta: β of Eq. 4 on the appearance KL.
@@ -63,6 +65,8 @@ class CIS(DecompositionModule):
         vae_to_segmenter: scale of the VAE terms' gradient into Ω (1: Eq. 12 as written; 0: the
             code's VAE on frozen masks).
         perturbation_scale: σ of ẑ_k ~ N(z_k, σ²I) (Eq. 7: 1).
+        identity_switches: also count identity switches (Table 2) when evaluating, on the
+            identity-switch sequences (:mod:`~objdecomp.methods.cis.identity`).
     """
 
     parameters_without_gradient_at_first_step = {
@@ -82,6 +86,7 @@ class CIS(DecompositionModule):
                  shape_gamma: float = 500.0, shape_capacity: ScheduleOrNumber = 0.0,
                  cis_weight: float = 1.0, cycle_weight: float = 0.0,
                  vae_to_segmenter: float = 1.0, perturbation_scale: float = 1.0,
+                 identity_switches: bool = False,
                  image_size: int = 64, channels: int = 3, max_objects: int = 4,
                  num_classes: int = 0, num_background: int = 1,
                  init_checkpoint: Optional[str] = None):
@@ -101,6 +106,9 @@ class CIS(DecompositionModule):
         self.vae = ObjectVAE(num_masks, image_size, channels, appearance_latent, shape_latent,
                              vae_width, vae_hidden) if object_vae else None
         self.num_masks = num_masks
+        if identity_switches:  # Table 2, logged as <split>/identity_switches[_rate, _frames]
+            self.val_metrics["identity_switches"] = IdentitySwitches(num_masks)
+            self.test_metrics["identity_switches"] = IdentitySwitches(num_masks)
 
     # --- decomposition (contract 2) ------------------------------------------------------------
     def decompose(self, images: Tensor) -> Decomposition:
