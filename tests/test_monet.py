@@ -132,3 +132,18 @@ def test_traversal_picture_has_a_row_per_dimension():
     model = MONet(**TINY)
     picture = model.pictures({"image": torch.rand(2, 3, 16, 16)}, None)["traversal"]
     assert picture.shape == (3, 3 * 18 + 2, 7 * 18 + 2)  # 3 latents (all of them), 7 values
+
+
+def test_bf16_autocast_gives_finite_terms_close_to_fp32():
+    """The bf16 path (``--trainer.precision=bf16-mixed``), checked on the CPU."""
+    torch.manual_seed(0)
+    model = MONet(**TINY)
+    images = torch.rand(2, 3, 16, 16)
+    torch.manual_seed(1)
+    full = model.loss_terms(images)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model.loss_terms(images)
+    for name in full:
+        assert torch.isfinite(half[name]).all(), name
+        torch.testing.assert_close(half[name].float(), full[name], rtol=0.05, atol=2.0)
