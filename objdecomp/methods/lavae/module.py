@@ -57,6 +57,8 @@ class LAVAE(LAVAEPictures, DecompositionModule):
         sprite_width, aux_width: channels of f_sprite and of the auxiliary VAE.
         gamma: γ, the factor on the location logits (App. B: 4).
         count_threshold: f_count's threshold on γ-scaled logits (App. B: 4γ = 16).
+        count_window: the neighbourhood (odd side) in which f_count's local maxima are maximal
+            (the paper does not say; 3 is the smallest).
         tau: Gumbel-softmax temperature (App. B: exponential 0.5 -> 0.02 over 100k steps).
         aux_weight: weight of the warm-up loss (App. B: 1 for 30k steps, then linear to 0
             over 30k).
@@ -78,7 +80,7 @@ class LAVAE(LAVAEPictures, DecompositionModule):
                  init_checkpoint: Optional[str] = None, max_count: int = 10,
                  latent_dim: int = 32, sprite_size: int = 17, width: int = 48, blocks: int = 4,
                  sprite_width: int = 64, aux_width: int = 32, gamma: float = 4.0,
-                 count_threshold: float = 16.0, tau: ScheduleOrNumber = 0.5,
+                 count_threshold: float = 16.0, count_window: int = 3, tau: ScheduleOrNumber = 0.5,
                  aux_weight: ScheduleOrNumber = 0.0, force_one: ScheduleOrNumber = 0.0,
                  lr: float = 1e-3, location_lr: float = 1e-4,
                  location_lr_decay: Optional[Schedule] = None, aux_latent: int = 8,
@@ -127,7 +129,8 @@ class LAVAE(LAVAEPictures, DecompositionModule):
     def infer(self, images: Tensor) -> Dict[str, Tensor]:
         """h_app ``[B, 2L, D]``, h_loc ``[B, H, W]`` and n̂ = f_count(h_loc) ``[B]``."""
         h_loc = self.location_net(images)
-        n = count_objects(h_loc.detach(), self.hparams.count_threshold, self.hparams.max_count)
+        n = count_objects(h_loc.detach(), self.hparams.count_threshold, self.hparams.max_count,
+                          self.hparams.count_window)
         return {"h_app": self.appearance_net(images).flatten(2), "h_loc": h_loc, "n": n}
 
     def posterior_mode(self, images: Tensor) -> Dict[str, Tensor]:
