@@ -273,3 +273,36 @@ def test_identity_switches_count_frames_where_an_object_leaves_its_channel():
     result = metric.compute()
     assert float(result[""]) == 1.0 and float(result["frames"]) == 4.0
     assert float(result["rate"]) == 0.25
+
+
+# --- Flying Animals on fixture assets -----------------------------------------------------------
+def test_flying_animals_composites_follow_the_rules_on_fixture_assets(tmp_path):
+    import pytest
+
+    from datamodules.flying_animals import FlyingAnimalsDataModule
+    from datamodules.paths import DatasetNotFoundError
+    from tests.fixtures.flying_animals import write_flying_animals
+
+    with pytest.raises(DatasetNotFoundError, match="foregrounds"):
+        FlyingAnimalsDataModule(root=str(tmp_path / "missing")).make_dataset("train")
+    write_flying_animals(tmp_path / "fa", animals=4, backgrounds=3, zip_layout=True)
+    datamodule = FlyingAnimalsDataModule(root=str(tmp_path / "fa"), train_size=6, val_size=2,
+                                         test_size=2)
+    train = datamodule.make_dataset("train")
+    items = [train[i] for i in range(6)]
+    for item in items:
+        image, mask = item["image"], item["mask"]
+        assert image.shape == (3, 192, 256) and mask.shape == (192, 256)
+        assert 0 <= image.min() and image.max() <= 1
+        ids = mask.unique()
+        assert ids[0] == 0 and len(ids) - 1 == int(item["count"]) and int(item["count"]) <= 5
+        # every animal is 40x60 at scale 1/f, f in [0.9, 1.2]: 1,667..2,963 px when unoccluded
+        assert all((mask == i).sum() <= 2963 + 200 for i in ids[1:])
+        # the background is flat grey plus one brightness shift: one value where no animal is
+        # (but along the animals' bilinear borders)
+        background = image[:, mask == 0]
+        flat = (background - background.median(1, keepdim=True).values).abs().amax(0) < 1e-3
+        assert flat.float().mean() > 0.97
+    assert torch.equal(train[3]["image"], FlyingAnimalsDataModule(
+        root=str(tmp_path / "fa"), train_size=6).make_dataset("train")[3]["image"])
+    assert not torch.equal(datamodule.make_dataset("test")[0]["image"], items[0]["image"])

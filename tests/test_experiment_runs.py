@@ -110,7 +110,15 @@ def _multi_dsprites_variants(root: Path) -> Dict[str, object]:
     return options
 
 
+def _flying_animals(root: Path) -> Dict[str, object]:
+    from tests.fixtures.flying_animals import write_flying_animals
+
+    write_flying_animals(root)
+    return {"root": str(root), "train_size": 8, "val_size": 2, "test_size": 2}
+
+
 REAL_DATA: Dict[str, Callable[[Path], Dict[str, object]]] = {
+    "datamodules.flying_animals.FlyingAnimalsDataModule": _flying_animals,
     "datamodules.cub.CUBDataModule": _cub,
     "datamodules.flowers.FlowersDataModule": _flowers,
     "datamodules.lfw.LFWDataModule": _lfw,
