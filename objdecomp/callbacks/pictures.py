@@ -62,6 +62,7 @@ class DecompositionPictures(pl.Callback):
             decomposition = pl_module.checked_decompose(images)
             rows = decomposition_rows(images, decomposition, batch, self.max_layers)
             pictures = {"decomposition": save_rows(rows, self._path(trainer, tag))}
+            overlays = mask_overlays(images, decomposition.segmentation(), batch.get("mask"))
             for name, picture in pl_module.pictures(batch, decomposition).items():
                 path = self._path(trainer, f"{tag}-{name}")
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ class DecompositionPictures(pl.Callback):
                 pictures[name] = picture
         finally:
             pl_module.train(was_training)
-        self._log(trainer, tag, pictures)
+        self._log(trainer, tag, pictures, overlays)
 
     def _fixed_batch(self, trainer, split: str) -> Optional[Dict[str, Tensor]]:
         """The first images of ``split``, asked of the datamodule (None without one)."""
@@ -83,10 +84,28 @@ class DecompositionPictures(pl.Callback):
         return Path(trainer.default_root_dir) / "pictures" / f"{tag}.png"
 
     @staticmethod
-    def _log(trainer, tag: str, pictures: Dict[str, Tensor]) -> None:
+    def _log(trainer, tag: str, pictures: Dict[str, Tensor], overlays: Dict[str, list]) -> None:
         # Evaluation pictures carry no step: W&B drops entries whose step goes backwards.
         step = trainer.global_step if tag.startswith("step") else None
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 for name, picture in pictures.items():
                     logger.log_image(key=f"pictures/{name}", images=[picture], caption=[tag], step=step)
+                logger.log_image(key="pictures/masks", caption=[tag] * len(overlays["images"]),
+                                 step=step, **overlays)
+
+
+def mask_overlays(images: Tensor, segmentation: Tensor, truth: Optional[Tensor] = None) -> Dict[str, list]:
+    """``log_image`` arguments for W&B's interactive mask overlays: each image with its predicted
+    components (and the ground truth's objects when the batch has them) as toggleable layers."""
+    def layer(labels: Tensor, name: str) -> Dict[str, object]:
+        ids = labels.cpu().numpy().astype("uint8")
+        return {"mask_data": ids, "class_labels": {int(k): f"{name} {k}" for k in sorted(set(ids.flat))}}
+
+    overlays = {"images": [image.float().cpu() for image in images], "masks": []}
+    for i in range(len(images)):
+        masks = {"prediction": layer(segmentation[i], "component")}
+        if truth is not None:
+            masks["ground_truth"] = layer(truth[i], "object")
+        overlays["masks"].append(masks)
+    return overlays

@@ -19,10 +19,19 @@ from typing import Any, Dict, Optional
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
 from objdecomp.paths import results_root
 from objdecomp.runs import RunInfo, git_revision, hardware, read_run_record, record_training_start
+
+
+def log_metrics_table(loggers, split: str, metrics: Dict[str, float]) -> None:
+    """The split's metrics as one W&B table ``<split>/metrics`` (metric, value), for comparing runs."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key=f"{split}/metrics", columns=["metric", "value"],
+                             data=[[name, value] for name, value in sorted(metrics.items())])
 
 
 class ResultsWriter(pl.Callback):
@@ -56,6 +65,7 @@ class ResultsWriter(pl.Callback):
         metrics = _split_metrics(trainer, split)
         if trainer.is_global_zero:
             self.path = self.write(trainer, metrics, split)
+            log_metrics_table(trainer.loggers, split, metrics)
         rank_zero_info(f"test done ({split} split): {_format(metrics)}\n"
                        f"  results:  {self.path}\n  pictures: {Path(trainer.default_root_dir) / 'pictures'}")
 
