@@ -188,6 +188,10 @@ RECIPES: Dict[str, Dict[str, Union[Recipe, Combination]]] = {
                       "DTI-Sprites authors' GTSRB folder (Google Drive)")},
     "svhn": {"official": Recipe(_svhn, _nothing,
                                 "cropped digits train/test/extra .mat (ufldl.stanford.edu)")},
+    "flying_animals": {"authors": Recipe(
+        lambda a: [Resource(GDRIVE + "1xs9CdR8HC_RxfuEbZnD_hmMqQusAuhbO", "data.zip", extract_to=".")],
+        _nothing, "CIS authors' Flying Animals photographs: data/{foregrounds,masks,backgrounds} "
+                  "(the Google Drive link of their README; no published checksum)")},
     "weizmann_horse": {"dti": Recipe(
         lambda a: [_drive("weizmann_horse")], lambda root, options, log: _hoist(root / "weizmann_horse", root),
         "DTI-Sprites authors' images/ + masks/ copy (Google Drive; the original site is gone)")},
