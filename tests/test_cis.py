@@ -306,3 +306,21 @@ def test_flying_animals_composites_follow_the_rules_on_fixture_assets(tmp_path):
     assert torch.equal(train[3]["image"], FlyingAnimalsDataModule(
         root=str(tmp_path / "fa"), train_size=6).make_dataset("train")[3]["image"])
     assert not torch.equal(datamodule.make_dataset("test")[0]["image"], items[0]["image"])
+
+
+def test_bf16_mixed_precision_trains_every_stage_on_cpu():
+    """The bf16 path (autocast inside training_step) runs the three stages with finite losses."""
+    torch.manual_seed(0)
+    model = CIS(**TINY, stage=2, inpainter_steps=1, segmenter_steps=1)
+    images = torch.rand(4, 3, 16, 16)
+    trainer = pl.Trainer(max_steps=2, limit_val_batches=0, num_sanity_val_steps=0,
+                         accelerator="cpu", precision="bf16-mixed", logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(model, train_dataloaders=DataLoader([{"image": images}] * 2, batch_size=None))
+    logged = trainer.callback_metrics
+    assert {"train/inpainter", "train/segmenter", "train/cis", "train/cycle"} <= set(logged)
+    assert all(torch.isfinite(value) for value in logged.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        decomposition = model.eval().checked_decompose(images)
+    assert decomposition.masks.dtype == torch.float32

@@ -108,5 +108,6 @@ class SegmentationNet(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
     def masks(self, images: Tensor) -> Tensor:
-        """Soft masks ``[B, K, H, W]`` summing to 1 over K."""
-        return self(images).softmax(1)
+        """Soft masks ``[B, K, H, W]`` summing to 1 over K, in float32 (a softmax in bf16 under
+        autocast misses 1 by up to 3e-3)."""
+        return self(images).float().softmax(1)
