@@ -18,7 +18,7 @@ docs/methods/cis.md lists where the configs follow the authors' code rather than
 
 from __future__ import annotations
 
-from typing import Dict, List, Mapping, Optional, Union
+from typing import Dict, List, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from objdecomp.methods.cis.object_vae import ObjectVAE
 from objdecomp.methods.cis.pictures import cis_pictures
 from objdecomp.nn.inpainting import Inpainter, binary_edge_map
 from objdecomp.nn.segmentation import SegmentationNet
-from objdecomp.schedules import Schedule, ScheduleOrNumber, current, log_schedules
+from objdecomp.schedules import ScheduleOrNumber, current, log_schedules
 from objdecomp.training import (AlternatingUpdates, EmulatedBF16Warning, ExactResume,
                                 NonFiniteLossGuard)
 from objdecomp.types import Decomposition
@@ -169,8 +169,7 @@ class CIS(DecompositionModule):
             terms["inpainter"] = AlternatingUpdates.update(self, inpainter_opt, loss)
         else:
             def loss() -> Tensor:
-                total = self.segmenter_objective(images, edges, stage, terms)
-                return total
+                return self.segmenter_objective(images, edges, stage, terms)
 
             terms["segmenter"] = AlternatingUpdates.update(self, segmenter_opt, loss)
         log_schedules(self, {"stage": self.stage, "shape_capacity": self.shape_capacity})
