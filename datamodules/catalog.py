@@ -159,6 +159,14 @@ def _cub(options: PrepareOptions) -> List[Resource]:
             Resource(REDO + CUB_SPLIT, "train_val_test_split.txt", folder=".")]
 
 
+def _lsun(options: PrepareOptions) -> List[Resource]:
+    """LSUN object categories (dl.yf.io): ``--variant <category>``, else PerturbGAN's four."""
+    from datamodules.lsun import CATEGORIES, PERTURBGAN_CATEGORIES
+    chosen = [options.variant] if options.variant in CATEGORIES else list(PERTURBGAN_CATEGORIES)
+    return [Resource(f"http://dl.yf.io/lsun/objects/{c}.zip", f"{c}.zip", extract_to=".")
+            for c in chosen]
+
+
 def _lfw(options: PrepareOptions) -> List[Resource]:
     return [Resource(LFW + "lfw-funneled.tgz", "lfw-funneled.tgz", md5="1b42dfed7d15c9b2dd63d5e5840c86ad",
                      checksum_from=TORCHVISION, extract_to="."),
@@ -207,6 +215,8 @@ RECIPES: Dict[str, Dict[str, Union[Recipe, Combination]]] = {
     "lfw": {"official": Recipe(_lfw, _finish_redo("lfw", expected={"val": 1327, "test": 1600}),
                                "LFW funneled + part labels (vis-www.cs.umass.edu, often offline: "
                                "use --from), ReDO's split lists (GitHub)")},
+    "lsun": {"official": Recipe(_lsun, _nothing, "LSUN object categories as lmdb databases "
+                                "(dl.yf.io; --variant car|horse|chair|bird|..., default those four)")},
     "flowers_lfw": {"official": Combination(("flowers", "lfw"),
                                             "runs `flowers` and `lfw` (the datamodule reads both folders)")},
 }

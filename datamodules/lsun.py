@@ -1,8 +1,8 @@
 """LSUN object categories (Yu et al. 2015) from their official lmdb databases, as PerturbGAN
 trains on them (§4): car, horse, chair, bird; and the two-category Car + Horse mix (Fig. 6).
 
-On disk: ``<root>/<category>_lmdb/`` (``data.mdb``, ``lock.mdb``), the folder the official
-``<category>.zip`` unpacks to (``objdecomp data lsun --category car``). Each record is
+On disk: ``<root>/<category>_lmdb/`` (or ``<root>/<category>/``) holding ``data.mdb`` and
+``lock.mdb``, unpacked from the official ``<category>.zip`` (``objdecomp data lsun --variant car``). Each record is
 ``key`` = the image's id (ASCII hex) and ``value`` = the encoded image (JPEG or WebP).
 
 As the authors' code: the first ``max_images`` keys in the database's (sorted) cursor order,
@@ -16,6 +16,7 @@ interleaves them image by image.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -32,23 +33,40 @@ CATEGORIES = ("airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "ca
               "sheep", "sofa", "train", "tv-monitor")
 
 
+PERTURBGAN_CATEGORIES = ("car", "horse", "chair", "bird")
+
+
 def lmdb_folder(root: Path, category: str) -> Path:
+    """``<root>/<category>_lmdb``, or ``<root>/<category>`` when only that holds a database."""
+    plain = root / category
+    if not (root / f"{category}_lmdb").exists() and (plain / "data.mdb").is_file():
+        return plain
     return root / f"{category}_lmdb"
+
+
+_ENVIRONMENTS: Dict[Tuple[int, str], Any] = {}
+
+
+def environment(folder: Path):
+    """The read-only lmdb environment of ``folder``, opened once per process (lmdb refuses a
+    second open of one database in a process; loader workers open their own)."""
+    import lmdb  # a dependency of this loader only
+
+    key = (os.getpid(), str(Path(folder).resolve()))
+    if key not in _ENVIRONMENTS:
+        _ENVIRONMENTS[key] = lmdb.open(str(folder), readonly=True, lock=False, readahead=False,
+                                       meminit=False, max_readers=64)
+    return _ENVIRONMENTS[key]
 
 
 def read_keys(folder: Path, count: int) -> List[bytes]:
     """The first ``count`` keys of the database in cursor order."""
-    import lmdb  # a dependency of this loader only
-
-    env = lmdb.open(str(folder), readonly=True, lock=False, readahead=False, meminit=False,
-                    max_readers=64)
     keys: List[bytes] = []
-    with env.begin(write=False) as txn:
+    with environment(folder).begin(write=False) as txn:
         for key in txn.cursor().iternext(keys=True, values=False):
             keys.append(bytes(key))
             if len(keys) >= count:
                 break
-    env.close()
     return keys
 
 
@@ -57,24 +75,13 @@ class LSUNImages(Dataset):
 
     def __init__(self, records: Sequence[Tuple[Path, bytes]], size: int):
         self.records, self.size = list(records), size
-        self._envs: Dict[Path, Any] = {}  # opened lazily, per loader worker
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def _env(self, folder: Path):
-        if folder not in self._envs:
-            import lmdb
-            self._envs[folder] = lmdb.open(str(folder), readonly=True, lock=False,
-                                           readahead=False, meminit=False, max_readers=64)
-        return self._envs[folder]
-
-    def __getstate__(self):  # environments do not cross process boundaries
-        return {**self.__dict__, "_envs": {}}
-
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
         folder, key = self.records[index]
-        with self._env(folder).begin(write=False) as txn:
+        with environment(folder).begin(write=False) as txn:
             value = txn.get(key)
         if value is None:
             raise CorruptFileError(f"{folder}: key {key!r} has no value")

@@ -23,6 +23,7 @@ from objdecomp.cli import experiment_config_files, experiment_names
 from objdecomp.paths import EXPERIMENTS
 from tests.fixtures import deepmind as dm_fixtures
 from tests.fixtures import images as img_fixtures
+from tests.fixtures import lsun as lsun_fixtures
 
 # Two optimizer steps (one batch for GAN methods), validated after every batch, briefly tested.
 RUN = ["--trainer.max_steps=2", "--trainer.max_epochs=-1", "--trainer.max_time=null",
@@ -117,9 +118,16 @@ def _flying_animals(root: Path) -> Dict[str, object]:
     return {"root": str(root), "train_size": 8, "val_size": 2, "test_size": 2}
 
 
+def _lsun(root: Path) -> Dict[str, object]:
+    for start, category in enumerate(("car", "horse", "chair", "bird")):
+        lsun_fixtures.write_lsun(root, category, range(10 + 40 * start, 16 + 40 * start))
+    return {"root": str(root), "image_size": 32, "max_images": 6, "eval_images": 4}
+
+
 REAL_DATA: Dict[str, Callable[[Path], Dict[str, object]]] = {
     "datamodules.flying_animals.FlyingAnimalsDataModule": _flying_animals,
     "datamodules.cub.CUBDataModule": _cub,
+    "datamodules.lsun.LSUNDataModule": _lsun,
     "datamodules.flowers.FlowersDataModule": _flowers,
     "datamodules.lfw.LFWDataModule": _lfw,
     "datamodules.lfw.FlowersLFWDataModule": _flowers_lfw,

@@ -278,3 +278,35 @@ def test_lsun_missing_database_names_where_it_looked(tmp_path: Path):
         data.make_dataset("train")
     with pytest.raises(ValueError, match="unknown LSUN"):
         LSUNDataModule("spaceship")
+
+
+def test_plain_generator_is_the_single_output_gan_of_table_3():
+    model = _module(generators="plain", shift=0.0)
+    with torch.no_grad():
+        layers = model.generator(torch.randn(2, 8))
+    assert torch.equal(layers.background, layers.foreground) and (layers.mask == 1).all()
+    composite, _ = model.composite(layers, Phase(16, 1.0, 2, 1e-3, 0, 0))
+    assert torch.equal(composite, layers.background)
+
+
+def test_lsun_reads_a_database_unpacked_without_the_lmdb_suffix(tmp_path: Path):
+    write_lsun(tmp_path, "chair", [30, 90])
+    (tmp_path / "chair_lmdb").rename(tmp_path / "chair")
+    data = LSUNDataModule("chair", root=str(tmp_path), image_size=8)
+    assert len(data.make_dataset("train")) == 2
+
+
+# --- Table 2's baselines -----------------------------------------------------------------------
+def test_full_image_mask_and_grabcut_baselines():
+    from objdecomp.methods.perturbgan.baselines import FullImageMask, GrabCut
+
+    images = torch.zeros(2, 3, 32, 32)
+    images[:, 0] = 0.1 + 0.05 * torch.rand(2, 32, 32)  # dark red noisy background
+    images[:, :, 10:22, 12:24] = torch.tensor([0.1, 0.9, 0.2])[:, None, None]  # green object
+    truth = torch.zeros(2, 32, 32, dtype=torch.bool)
+    truth[:, 10:22, 12:24] = True
+    full = FullImageMask(image_size=32).checked_decompose(images)
+    assert (full.segmentation() == 1).all()
+    found = GrabCut(image_size=32).checked_decompose(images).segmentation() == 1
+    iou = (found & truth).sum() / (found | truth).sum()
+    assert iou > 0.8

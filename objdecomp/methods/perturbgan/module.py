@@ -62,7 +62,8 @@ class PerturbGAN(DecompositionModule):
         mapping_depth, mapping_lr_scale: the mapping networks' layers (8) and their learning
             rate multiplier (0.01), applied through the equalised-lr parametrisation.
         channel_base, channel_max: feature channels ``min(max, base / resolution)`` of G and D.
-        generators: ``"two"`` StyleGANs (§4) or ``"single"`` with 7 outputs (Table 1 row h).
+        generators: ``"two"`` StyleGANs (§4), ``"single"`` with 7 outputs (Table 1 row h), or
+            ``"plain"``: Table 3's single-output GAN (no layers; run it with ``shift: 0``).
         mixing: style-mixing probability (0.9, §4).
         resolutions, batch_sizes, learning_rates, fade_images, stable_images: progressive
             growing (:class:`~objdecomp.methods.perturbgan.growing.ProgressiveGrowing`).
@@ -173,6 +174,9 @@ class PerturbGAN(DecompositionModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         resuming = self._trainer is not None and self.trainer.ckpt_path is not None
+        if stage != "fit" and self.init_checkpoint and not resuming:
+            # the per-chunk protocol evaluates straight from the stage-one weights
+            self.load_weights(self.init_checkpoint)
         if stage == "fit" and self.stage == "encoder" and not (self.init_checkpoint or resuming):
             rank_zero_warn("PerturbGAN stage 'encoder' without init_checkpoint: the encoder is "
                            "trained through an untrained generator (give the stage-one checkpoint "
@@ -234,10 +238,13 @@ class PerturbGAN(DecompositionModule):
             fake, mask = self.composite(layers, phase)
             adversarial = -self.discriminator(fake, phase.resolution, phase.alpha).mean()
             size, binary = size_hinge(mask, self.min_mask), binarisation(mask)
+            # generated masks (unshifted): their mean, and the shares that are nearly whole
+            # (> 90 % of the image) or nearly empty (< 2 %), the failures of Table 1 (b)
+            area = (layers.mask.detach() > 0.5).float().flatten(1).mean(1)
+            full, empty = area.gt(0.9).float().mean(), area.lt(0.02).float().mean()
             terms.update(g_adv=adversarial.detach(), size=size.detach(), binary=binary.detach(),
-                         mask_mean=layers.mask.mean().detach(),
-                         mask_full=(layers.mask > 0.5).float().mean(dim=(1, 2, 3)).gt(0.9).float().mean(),
-                         mask_empty=(layers.mask > 0.5).float().mean(dim=(1, 2, 3)).lt(0.02).float().mean())
+                         mask_mean=layers.mask.detach().mean(), mask_full=full, mask_empty=empty,
+                         mask_valid=1 - full - empty)
             return adversarial + self.size_weight * size + self.binary_weight * binary  # Eq. 5
 
         totals = self.updates.step(self, {"d": discriminator_loss, "g": generator_loss})

@@ -26,20 +26,23 @@ class LayeredGenerator(nn.Module):
     ``generators="two"`` (the paper's default): a background StyleGAN (3 outputs) and an object
     StyleGAN (foreground RGB + mask logit), each with its own mapping network, both fed the same
     z. ``generators="single"`` (Table 1 row h): one StyleGAN with 7 outputs. The mask is the
-    sigmoid of the faded logits.
+    sigmoid of the faded logits. ``generators="plain"``: Table 3's single-output (SO) GAN, one
+    StyleGAN whose 3 outputs are the image itself (background = foreground = the image, mask 1).
     """
 
     def __init__(self, resolution: int, latent_dim: int = 512, mapping_depth: int = 8,
                  mapping_lr_scale: float = 0.01, channel_base: int = 16384, channel_max: int = 512,
                  generators: str = "two", channels: int = 3, first_output: int = 4):
         super().__init__()
-        if generators not in ("two", "single"):
-            raise ValueError(f"generators must be 'two' or 'single', got {generators!r}")
+        if generators not in ("two", "single", "plain"):
+            raise ValueError(f"generators must be 'two', 'single' or 'plain', got {generators!r}")
         args = dict(resolution=resolution, latent_dim=latent_dim, mapping_depth=mapping_depth,
                     mapping_lr_scale=mapping_lr_scale, channel_base=channel_base,
                     channel_max=channel_max, first_output=first_output)
-        self.channels, self.latent_dim = channels, latent_dim
-        if generators == "two":
+        self.channels, self.latent_dim, self.plain = channels, latent_dim, generators == "plain"
+        if self.plain:
+            self.nets = nn.ModuleList([StyleGenerator(out_channels=channels, **args)])
+        elif generators == "two":
             self.nets = nn.ModuleList([StyleGenerator(out_channels=channels, **args),
                                        StyleGenerator(out_channels=channels + 1, **args)])
         else:
@@ -71,6 +74,8 @@ class LayeredGenerator(nn.Module):
             start += synthesis.num_styles
         out = torch.cat(outputs, dim=1)
         c = self.channels
+        if self.plain:
+            return Layers(background=out, foreground=out, mask=torch.ones_like(out[:, :1]))
         return Layers(background=out[:, :c], foreground=out[:, c:2 * c],
                       mask=torch.sigmoid(out[:, 2 * c:2 * c + 1]))
 
