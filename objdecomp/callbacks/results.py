@@ -86,8 +86,8 @@ class ResultsWriter(pl.Callback):
             "git_revision": git_revision(),
             "training_revisions": [r["git_revision"] for r in
                                    read_run_record(self.run.directory).get("revisions", [])],
-            "hardware": {**hardware(), "devices": trainer.num_devices,
-                         "strategy": type(trainer.strategy).__name__,
+            "hardware": {**hardware(), "devices": trainer.num_devices, "nodes": trainer.num_nodes,
+                         "world_size": trainer.world_size, "strategy": type(trainer.strategy).__name__,
                          "precision": str(trainer.precision)},
             "test_wall_time_s": round(time.time() - self._started, 2),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
