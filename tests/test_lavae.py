@@ -178,3 +178,25 @@ def test_prior_samples_have_the_requested_number_of_objects():
         forced = model.sample(3, torch.tensor([4, 4, 4]))
     assert images.shape == (6, 1, 16, 16) and forced.shape == (3, 1, 16, 16)
     assert (images >= 0).all() and (images <= 1).all()
+
+
+def test_kl_map_lands_where_its_latent_cell_looks():
+    """Warm-up target (App. B): a latent cell's KL sits on the pixels that cell sees, the
+    centre of its receptive field (found from the gradient of the cell's mean)."""
+    from objdecomp.methods.lavae.networks import AuxiliaryVAE
+
+    torch.manual_seed(0)
+    aux = AuxiliaryVAE(channels=1, image_size=64, width=4, latent=2, side=11).eval()
+    image = torch.rand(1, 1, 64, 64, requires_grad=True)
+    for cell in ((3, 4), (5, 7), (8, 6)):  # inside: the image border biases the gradient
+        mean, _ = aux.encoder(image).chunk(2, 1)
+        (grad,) = torch.autograd.grad(mean[0, :, cell[0], cell[1]].sum(), image)
+        weight = grad[0, 0].abs()
+        rows, cols = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        seen = ((weight * rows).sum() / weight.sum(), (weight * cols).sum() / weight.sum())
+        one_hot = torch.zeros(1, 1, 11, 11)
+        one_hot[0, 0, cell[0], cell[1]] = 1.0
+        target = aux.kl_map_on_pixels(one_hot)[0]
+        assert target.shape == (64, 64)
+        peak = torch.nonzero(target == target.max()).float().mean(0)
+        assert abs(peak[0] - seen[0]) < 2.0 and abs(peak[1] - seen[1]) < 2.0, (cell, peak, seen)

@@ -19,7 +19,6 @@ from __future__ import annotations
 from typing import Dict, Mapping, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from objdecomp.methods.base import DecompositionModule
@@ -218,8 +217,7 @@ class LAVAE(LAVAEPictures, DecompositionModule):
         and its location-wise KL map (the map is a target: no gradient flows into it)."""
         logits, mean, logvar = self.auxiliary(images)
         kl_map = 0.5 * (mean.square() + logvar.exp() - logvar - 1).sum(1, keepdim=True)
-        target = F.interpolate(kl_map.detach(), size=h_loc.shape[-2:], mode="bilinear",
-                               align_corners=False)[:, 0]
+        target = self.auxiliary.kl_map_on_pixels(kl_map.detach())
         aux_vae = -bernoulli_log_likelihood(logits, images) + kl_map.flatten(1).sum(1)
         return {"aux_vae": aux_vae.mean(),
                 "aux_location": (h_loc - target).square().flatten(1).sum(1).mean()}

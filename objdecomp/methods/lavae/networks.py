@@ -112,6 +112,7 @@ class AuxiliaryVAE(nn.Module):
         if image_size % 4 or kernel < 1:
             raise ValueError(f"the auxiliary VAE needs image_size divisible by 4 with "
                              f"image_size/4 >= side; got {image_size} and side {side}")
+        self.kernel = kernel
         self.encoder = nn.Sequential(
             conv_act_norm(channels, width), ResidualBlock(width),
             nn.Conv2d(width, width, 4, 2, 1), ResidualBlock(width),
@@ -123,6 +124,15 @@ class AuxiliaryVAE(nn.Module):
             nn.ConvTranspose2d(width, width, 4, 2, 1), ResidualBlock(width),
             nn.ConvTranspose2d(width, width, 4, 2, 1), ResidualBlock(width),
             nn.Conv2d(width, channels, 3, 1, 1))
+
+    def kl_map_on_pixels(self, kl_map: Tensor) -> Tensor:
+        """The location-wise KL ``[B, 1, side, side]`` on the image's pixels ``[B, H, W]``:
+        upsampled 4× (the encoder's stride, bilinear) and shifted by the last convolution's
+        border, so that each latent cell's value lands on the centre of the pixels it sees
+        (a plain resize to H × W would stretch the map away from the objects near the borders)."""
+        border = 2 * (self.kernel - 1)  # (kernel − 1)/2 cells of 4 pixels on each side
+        upsampled = F.interpolate(kl_map, scale_factor=4, mode="bilinear", align_corners=False)
+        return F.pad(upsampled, (border,) * 4, mode="replicate")[:, 0]
 
     def forward(self, images: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """Logits of the reconstruction from one posterior sample, posterior mean, log-variance."""
