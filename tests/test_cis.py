@@ -256,11 +256,11 @@ def test_identity_switches_count_frames_where_an_object_leaves_its_channel():
     from objdecomp.types import Decomposition
 
     truth = torch.zeros(4, 6, 6, dtype=torch.long)
-    truth[:, 0:2, 0:2] = 1  # the ellipse
+    truth[:, 0:2, 0:3] = 1  # the ellipse
     truth[:, 3:6, 3:6] = 2  # the square
     masks = torch.zeros(4, 3, 6, 6)
     masks[:, 2] = 1.0
-    masks[:, 2, 0:2, 0:2], masks[:, 0, 0:2, 0:2] = 0, 1  # ellipse in channel 0 ...
+    masks[:, 2, 0:2, 0:3], masks[:, 0, 0:2, 0:3] = 0, 1  # ellipse in channel 0 ...
     masks[:, 2, 3:6, 3:6], masks[:, 1, 3:6, 3:6] = 0, 1  # ... square in channel 1
     masks[3, 0:2, 3:6, 3:6] = torch.tensor([1.0, 0.0])[:, None, None]  # frame 3: square -> 0
     metric = IdentitySwitches(num_channels=3)
@@ -273,6 +273,7 @@ def test_identity_switches_count_frames_where_an_object_leaves_its_channel():
     result = metric.compute()
     assert float(result[""]) == 1.0 and float(result["frames"]) == 4.0
     assert float(result["rate"]) == 0.25
+    assert float(result["shared"]) == 1.0  # frame 3: both objects in channel 0
 
 
 # --- Flying Animals on fixture assets -----------------------------------------------------------

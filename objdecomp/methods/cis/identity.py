@@ -8,7 +8,8 @@ most often; a frame is a switch when an object lands elsewhere. The state is the
 histogram of the two objects' channels, so the count is exact under DDP.
 
 ``compute()``: ``""`` frames with a switch (the Table 2 count), ``rate`` that count over the
-frames, ``frames``.
+frames, ``frames``, and ``shared``: frames where both objects land in the same channel (a
+segmentation that merges the two objects never "switches"; this says when the count is vacuous).
 """
 
 from __future__ import annotations
@@ -67,4 +68,6 @@ class IdentitySwitches(DecompositionMetric):
         stays_second[[second, k]] = True
         kept = self.joint[stays_first][:, stays_second].sum()
         switches = (frames - kept).double()
-        return {"": switches, "rate": switches / frames.clamp_min(1), "frames": frames.double()}
+        shared = self.joint.diagonal()[:k].sum().double()
+        return {"": switches, "rate": switches / frames.clamp_min(1), "frames": frames.double(),
+                "shared": shared}
