@@ -131,7 +131,7 @@ def test_traversal_picture_has_a_row_per_dimension():
     torch.manual_seed(0)
     model = MONet(**TINY)
     picture = model.pictures({"image": torch.rand(2, 3, 16, 16)}, None)["traversal"]
-    assert picture.shape == (3, 3 * 18 + 2, 7 * 18 + 2)  # 3 latents (all of them), 7 values
+    assert picture.shape == (3, 6 * 18 + 2, 7 * 18 + 2)  # 3 latents (all of them) x 2 rows, 7 values
 
 
 def test_bf16_autocast_gives_finite_terms_close_to_fp32():
