@@ -310,3 +310,20 @@ def test_full_image_mask_and_grabcut_baselines():
     found = GrabCut(image_size=32).checked_decompose(images).segmentation() == 1
     iou = (found & truth).sum() / (found | truth).sum()
     assert iou > 0.8
+
+
+def test_testing_after_fitting_keeps_the_trained_encoder_and_a_fresh_test_loads_stage_one(tmp_path):
+    trainer, _ = _fit(_module(), 2, tmp_path)  # stage one
+    stage_one = tmp_path / "stage_one.ckpt"
+    trainer.save_checkpoint(stage_one)
+    model = _module(stage="encoder", init_checkpoint=str(stage_one))
+    trainer, _ = _fit(model, 2, tmp_path)
+    trained = model.encoder.linear.weight.clone()
+    trainer.test(model, dataloaders=DataLoader([squares(4)], batch_size=None), verbose=False)
+    assert torch.equal(model.encoder.linear.weight, trained)
+    fresh = _module(stage="encoder", init_checkpoint=str(stage_one))
+    pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+               enable_model_summary=False).test(
+        fresh, dataloaders=DataLoader([squares(4)], batch_size=None), verbose=False)
+    generator = torch.load(stage_one, weights_only=False)["state_dict"]["generator_ema.nets.0.mapping.layers.0.weight"]
+    assert torch.equal(fresh.generator_ema.nets[0].mapping.layers[0].weight, generator)

@@ -174,8 +174,9 @@ class PerturbGAN(DecompositionModule):
     def setup(self, stage: str) -> None:
         super().setup(stage)
         resuming = self._trainer is not None and self.trainer.ckpt_path is not None
-        if stage != "fit" and self.init_checkpoint and not resuming:
-            # the per-chunk protocol evaluates straight from the stage-one weights
+        if stage != "fit" and self.init_checkpoint and not resuming and self.trainer.global_step == 0:
+            # the per-chunk protocol evaluates straight from the stage-one weights (never after
+            # this trainer has trained the module: that would overwrite what it learned)
             self.load_weights(self.init_checkpoint)
         if stage == "fit" and self.stage == "encoder" and not (self.init_checkpoint or resuming):
             rank_zero_warn("PerturbGAN stage 'encoder' without init_checkpoint: the encoder is "
