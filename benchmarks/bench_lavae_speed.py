@@ -17,6 +17,7 @@ a 10k-image test set).
 from __future__ import annotations
 
 import argparse
+import warnings
 import statistics
 import time
 
@@ -64,6 +65,7 @@ def main() -> None:
     parser.add_argument("--bound-images", type=int, default=16)
     parser.add_argument("--samples", type=int, default=100)
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", ".*self.log.*")
     import torch
 
     torch.set_num_threads(args.threads)
