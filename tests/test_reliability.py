@@ -142,7 +142,9 @@ def test_a_signal_stops_the_fit_after_its_batch_with_a_checkpoint_of_that_step(s
 
 
 # --- kill -9 with $TMPDIR on another filesystem ------------------------------------------------------
-KILLS = 20
+# CI kills 5 times (~1 minute); the proof recorded in benchmarks/RESULTS.md killed 20 times:
+# OBJDECOMP_TEST_KILLS=20 .venv/bin/python -m pytest -m slow tests/test_reliability.py -k kill_9
+KILLS = int(os.environ.get("OBJDECOMP_TEST_KILLS", "5"))
 BIG_TINY = {  # a few MB per checkpoint, written at every step: kills land inside writes
     **SLOW_TINY,
     "model": {"class_path": "tests.tiny.TinyMethod", "init_args": {"hidden": 192}},
