@@ -15,7 +15,7 @@ RESULTS := $(or $(OBJDECOMP_RESULTS),results)
 # (objdecomp.cli.experiment_config_files), so one --config is the whole experiment.
 EXP_FILE = experiments/$(EXP).yaml
 
-.PHONY: help install test test-slow train eval tables sweep data gallery demo \
+.PHONY: help install test test-slow train eval tables compare report sweep data gallery demo \
         bench-metrics bench-data bench-learn bench-speed bench-speed-redo figure4 experiments clean
 
 help:
@@ -25,6 +25,9 @@ help:
 	@echo "make train EXP=<name> [ARGS=...]  objdecomp fit on experiments/<name>.yaml (make experiments lists them)"
 	@echo "make eval [EXP=<name> CKPT=<path>] test the newest best.ckpt (else last.ckpt) on the splits its tables need, render the tables"
 	@echo "make tables                       render the paper tables from $(RESULTS)/*.json"
+	@echo "make compare [BUDGET=min|STEPS=n SEEDS='0 1 2' ONLY=glob]  every method on every procedural"
+	@echo "                                  benchmark, one protocol: $(RESULTS)/compare/COMPARISON.md + chart (resumable)"
+	@echo "make report                       one page: every paper table, the comparison, the key figures ($(RESULTS)/REPORT.md)"
 	@echo "make sweep SWEEP=<name>           create a W&B sweep from experiments/sweeps/<name>.yaml and run an agent"
 	@echo "make data DATASET=<name>          download, verify and prepare a real dataset"
 	@echo "make gallery DATASET=<name>       PNG grid of a dataset's samples and ground truth"
@@ -50,7 +53,7 @@ test-slow:
 	$(PY) -m pytest -q -m slow
 
 experiments:
-	@cd experiments && find . -name '*.yaml' -not -path './_base/*' -not -path './sweeps/*' -not -name paper_tables.yaml | sed 's|^\./||; s|\.yaml$$||' | sort
+	@cd experiments && find . -name '*.yaml' -not -path './_base/*' -not -path './sweeps/*' -not -name paper_tables.yaml -not -name comparison.yaml | sed 's|^\./||; s|\.yaml$$||' | sort
 
 check-exp:
 	@if [ -z "$(EXP)" ] || [ ! -f "$(EXP_FILE)" ]; then \
@@ -76,6 +79,15 @@ eval:
 
 tables:
 	$(OBJDECOMP) tables
+
+# The grid, budget and seeds are experiments/comparison.yaml's unless given; a killed compare
+# continues where it stopped (objdecomp/compare.py).
+compare:
+	$(OBJDECOMP) compare $(if $(BUDGET),--budget $(BUDGET)) $(if $(STEPS),--steps $(STEPS)) \
+	  $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ONLY),--only $(ONLY)) $(ARGS)
+
+report:
+	$(OBJDECOMP) report
 
 # Fails at once, with the reason, when there is no W&B server to hold the sweep; fails when
 # `wandb sweep` made no sweep or the agent fails.

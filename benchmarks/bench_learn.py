@@ -27,23 +27,7 @@ from typing import Any, Dict, List, Optional
 
 import pytorch_lightning as pl
 
-
-class TrainingBudget(pl.Callback):
-    """Stops fit after ``seconds`` spent in training batches or after ``steps`` of them."""
-
-    def __init__(self, seconds: Optional[float] = None, steps: Optional[int] = None):
-        self.limit_s, self.limit_steps = seconds, steps
-        self.seconds, self.batches, self._started = 0.0, 0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._started = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seconds += time.perf_counter() - self._started
-        self.batches += 1
-        spent = (self.limit_steps is not None and self.batches >= self.limit_steps) or (
-            self.limit_s is not None and self.seconds >= self.limit_s)
-        trainer.should_stop = trainer.should_stop or spent
+from objdecomp.callbacks.budget import TrainingBudget
 
 
 class LearningCurve(pl.Callback):
@@ -73,7 +57,7 @@ def format_row(row: Dict[str, Any]) -> str:
 
 def cli_arguments(args: argparse.Namespace, out: Path) -> List[str]:
     """The command line of the run: the experiment's files, then the benchmark's settings."""
-    from objdecomp.cli import config_arguments
+    from objdecomp.cli import config_arguments, override_argument
 
     if args.eval_every_steps:
         interval = str(args.eval_every_steps)
@@ -89,17 +73,8 @@ def cli_arguments(args: argparse.Namespace, out: Path) -> List[str]:
         f"--trainer.val_check_interval={interval}", "--trainer.check_val_every_n_epoch=null",
         "--trainer.logger=false", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
-        *(override(item) for item in args.set),
+        *(override_argument(item) for item in args.set),
     ]
-
-
-def override(item: str) -> str:
-    """``model.lr=1e-3`` -> ``--model.init_args.lr=1e-3`` (likewise ``data.``); else ``--item``."""
-    key, _, value = item.partition("=")
-    section, _, name = key.partition(".")
-    if section in ("model", "data") and not name.startswith(("init_args.", "class_path")):
-        key = f"{section}.init_args.{name}"
-    return f"--{key}={value}"
 
 
 def parse_arguments() -> argparse.Namespace:

@@ -14,6 +14,8 @@ TOOLS = {  # subcommand -> module whose main(argv) runs it
     "gallery": "objdecomp.gallery",
     "data": "objdecomp.data",
     "edit": "objdecomp.methods.dti_sprites.editing",
+    "compare": "objdecomp.compare",
+    "report": "objdecomp.report",
     "segment": "objdecomp.segment",
     "tables": "objdecomp.tables",
 }

@@ -49,12 +49,13 @@ from objdecomp.checkpoints import checkpoint_problem, model_from_checkpoint, res
 from objdecomp.methods.base import DecompositionModule
 from objdecomp.paths import EXPERIMENTS
 from objdecomp.runs import RUN_DIR_ENV, RunInfo, experiment_name_from_configs, make_logger
-from objdecomp.tables import TABLES_FILE
 
 FACTS = ("image_size", "channels", "max_objects", "num_classes", "num_background")
 BASE_CONFIG = EXPERIMENTS / "_base" / "default.yaml"
 PARENT_KEY = "parent"
 NOT_EXPERIMENTS = ("_base", "sweeps")  # folders of experiments/ that hold other YAML files
+# experiments/ files that are data about experiments: the paper tables, the comparison grid
+NOT_EXPERIMENT_FILES = ("paper_tables.yaml", "comparison.yaml")
 
 # The seed is in the config and the results file; Lightning's "Seed set to" line says nothing more.
 logging.getLogger("lightning_fabric.utilities.seed").setLevel(logging.WARNING)
@@ -100,6 +101,16 @@ def config_arguments(experiment: Union[str, Path]) -> List[str]:
     return [arg for path in experiment_config_files(experiment) for arg in ("--config", str(path))]
 
 
+def override_argument(item: str) -> str:
+    """A short config override as a CLI flag: ``model.lr=1e-3`` -> ``--model.init_args.lr=1e-3``
+    (likewise ``data.``); anything else ``key=value`` -> ``--key=value``."""
+    key, _, value = item.partition("=")
+    section, _, name = key.partition(".")
+    if section in ("model", "data") and not name.startswith(("init_args.", "class_path")):
+        key = f"{section}.init_args.{name}"
+    return f"--{key}={value}"
+
+
 def experiment_names() -> List[str]:
     """Every experiment under experiments/, e.g. ``quick/dti_sprites_tetrominoes``."""
     return sorted(path.relative_to(EXPERIMENTS).with_suffix("").as_posix()
@@ -107,13 +118,13 @@ def experiment_names() -> List[str]:
 
 
 def is_experiment_file(path: Path) -> bool:
-    """Under experiments/, and neither shared defaults, a sweep nor the paper tables."""
+    """Under experiments/, and neither shared defaults, a sweep, the paper tables nor the comparison."""
     path = Path(path).resolve()
     try:
         parts = path.relative_to(EXPERIMENTS.resolve()).parts
     except ValueError:
         return False
-    return parts[0] not in NOT_EXPERIMENTS and path != TABLES_FILE.resolve()
+    return parts[0] not in NOT_EXPERIMENTS and not (len(parts) == 1 and parts[0] in NOT_EXPERIMENT_FILES)
 
 
 def expand_config_arguments(argv: Sequence[str]) -> List[str]:

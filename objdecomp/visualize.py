@@ -92,3 +92,55 @@ def _label(text: str, height: int, width: int = 96) -> Tensor:
     font = ImageFont.load_default(size=max(8, min(12, height // 2)))
     ImageDraw.Draw(strip).text((2, height // 2), text, fill="black", font=font, anchor="lm")
     return torch.from_numpy(np.asarray(strip).copy()).permute(2, 0, 1).float() / 255.0
+
+
+# --- charts --------------------------------------------------------------------------------
+def bar_chart(panels: Mapping[str, Mapping[str, Mapping[str, tuple]]], series: Sequence[str],
+              path: Path, bar_width: int = 14, height: int = 160) -> None:
+    """Grouped bars of scores in [0, 1] as one PNG: a panel per title (e.g. a benchmark), a group
+    per label (a method), a bar per ``series`` name (a metric) holding ``(mean, std)``, the std
+    drawn as a whisker; a missing value leaves its place empty (the table says why)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=11)
+    colours = [tuple(int(255 * v) for v in c) for c in _PALETTE[1:1 + len(series)].tolist()]
+    group_width = max(bar_width * len(series) + 12, 84)  # room for a label of 14 characters
+    margin, legend, caption = 34, 18, 30
+    widths = [margin + group_width * max(1, len(groups)) + 8 for groups in panels.values()]
+    image = Image.new("RGB", (max([360, *widths]), legend + len(panels) * (height + caption + 24) + 4), "white")
+    draw = ImageDraw.Draw(image)
+    for i, name in enumerate(series):  # the legend
+        x = 4 + i * 130
+        draw.rectangle([x, 4, x + 10, 14], fill=colours[i])
+        draw.text((x + 14, 9), _latin(name), fill="black", font=font, anchor="lm")
+    top = legend
+    for title, groups in panels.items():
+        draw.text((4, top + 8), _latin(title), fill="black", font=font, anchor="lm")
+        base = top + 24 + height
+        for tick in (0.0, 0.5, 1.0):  # the axis
+            y = base - tick * height
+            draw.line([margin - 3, y, image.width - 4, y], fill=(220, 220, 220))
+            draw.text((margin - 5, y), f"{tick:g}", fill="black", font=font, anchor="rm")
+        for g, (label, bars) in enumerate(groups.items()):
+            left = margin + g * group_width + 6
+            bar_left = left + (group_width - 12 - bar_width * len(series)) // 2
+            for s, name in enumerate(series):
+                if name not in bars:
+                    continue
+                mean, std = bars[name]
+                x0 = bar_left + s * bar_width
+                draw.rectangle([x0, base - max(0.0, min(1.0, mean)) * height, x0 + bar_width - 2, base],
+                               fill=colours[s])
+                centre = x0 + bar_width // 2 - 1
+                draw.line([centre, base - min(1.0, mean + std) * height,
+                           centre, base - max(0.0, mean - std) * height], fill="black")
+            draw.text((left + group_width // 2 - 6, base + 10), _latin(label)[:14], fill="black", font=font,
+                      anchor="mm")
+        top = base + caption
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def _latin(text: str) -> str:
+    """``text`` in the letters PIL's built-in font has (it has no Greek): β -> beta."""
+    return text.replace("β", "beta").replace("γ", "gamma").replace("λ", "lambda")

@@ -64,13 +64,15 @@ class ResultsWriter(pl.Callback):
         split = getattr(pl_module, "evaluated_split", "test")
         metrics = _split_metrics(trainer, split)
         if trainer.is_global_zero:
-            self.path = self.write(trainer, metrics, split)
+            self.path = self.write(trainer, metrics, split, not_applicable(pl_module, split, metrics))
             log_metrics_table(trainer.loggers, split, metrics)
         rank_zero_info(f"test done ({split} split): {_format(metrics)}\n"
                        f"  results:  {self.path}\n  pictures: {Path(trainer.default_root_dir) / 'pictures'}")
 
-    def write(self, trainer: pl.Trainer, metrics: Dict[str, float], split: str = "test") -> Path:
-        """``<run>.json`` for the test split, ``<run>.<split>.json`` for another split."""
+    def write(self, trainer: pl.Trainer, metrics: Dict[str, float], split: str = "test",
+              unscored: Optional[Dict[str, str]] = None) -> Path:
+        """``<run>.json`` for the test split, ``<run>.<split>.json`` for another split;
+        ``unscored``: metric key -> why the method could not be scored by it."""
         ckpt_path = trainer.ckpt_path
         steps = _checkpoint_steps(ckpt_path)
         record = {
@@ -78,6 +80,7 @@ class ResultsWriter(pl.Callback):
             "run": self.run.name,
             "split": split,
             "metrics": metrics,
+            "not_applicable": unscored or {},
             "checkpoint": str(ckpt_path) if ckpt_path else None,
             "global_step": steps.get("global_step", trainer.global_step),
             "batch_step": steps.get("batch_step"),
@@ -100,6 +103,14 @@ class ResultsWriter(pl.Callback):
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
         tmp.replace(path)
         return path
+
+
+def not_applicable(pl_module: pl.LightningModule, split: str,
+                   metrics: Dict[str, float]) -> Dict[str, str]:
+    """``<split>/<metric>`` -> why the method's decompositions could not be scored by it."""
+    needs = getattr(pl_module, "unmet_metric_needs", {})
+    return {f"{split}/{name}": need for name, need in sorted(needs.items())
+            if f"{split}/{name}" not in metrics}
 
 
 def _split_metrics(trainer: pl.Trainer, split: str) -> Dict[str, float]:

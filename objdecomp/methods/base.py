@@ -64,6 +64,8 @@ class DecompositionModule(pl.LightningModule, ABC):
         self.test_metrics = nn.ModuleDict(build_metrics(**facts))
         self.val_scores = nn.ModuleDict({name: ImageMean() for name in self.evaluation_scores})
         self.test_scores = nn.ModuleDict({name: ImageMean() for name in self.evaluation_scores})
+        # metric name -> why it could not score this method's decompositions of this data
+        self.unmet_metric_needs: Dict[str, str] = {}
 
     # --- contract 2 ------------------------------------------------------------------------
     @abstractmethod
@@ -109,9 +111,12 @@ class DecompositionModule(pl.LightningModule, ABC):
                   scores: nn.ModuleDict) -> Decomposition:
         check_batch(batch)
         decomposition = self.checked_decompose(batch["image"]).detach()
-        for metric in metrics.values():
-            if metric.applies_to(batch, decomposition):
+        for name, metric in metrics.items():
+            need = metric.unmet_need(batch, decomposition)
+            if need is None:
                 metric.update(batch, decomposition)
+            else:
+                self.unmet_metric_needs[name] = need
         if self.evaluation_scores:
             values = self.score_images(batch, decomposition)
             for name, mean in scores.items():

@@ -8,7 +8,7 @@ value under DDP equals the single-process value and each image is counted once.
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import ClassVar, Dict, Mapping, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -31,9 +31,15 @@ class DecompositionMetric(Metric):
     full_state_update = False
 
     def applies_to(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> bool:
+        return self.unmet_need(batch, decomposition) is None
+
+    def unmet_need(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Optional[str]:
+        """Why this metric cannot score ``batch``'s decomposition (shown as "n/a" with this
+        reason, e.g. in ``results/COMPARISON.md``), or None when it can."""
         if self.needs_classes and decomposition.classes is None:
-            return False
-        return all(key in batch for key in self.required_keys)
+            return "the method assigns no classes"
+        missing = [key for key in self.required_keys if key not in batch]
+        return f"the data has no '{missing[0]}' ground truth" if missing else None
 
     @abstractmethod
     def update(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> None:

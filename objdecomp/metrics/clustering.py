@@ -8,7 +8,7 @@ before the Hungarian matching (:func:`functional.hungarian_scores`).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -90,8 +90,10 @@ class CountAccuracy(DecompositionMetric):
         self.add_state("correct", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("n_images", torch.zeros((), dtype=torch.int64), dist_reduce_fx="sum")
 
-    def applies_to(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> bool:
-        return decomposition.count is not None and super().applies_to(batch, decomposition)
+    def unmet_need(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Optional[str]:
+        if decomposition.count is None:
+            return "the method does not count objects"
+        return super().unmet_need(batch, decomposition)
 
     def update(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> None:
         F.check_shapes("CountAccuracy", tuple(batch["count"].shape), "the batch's count",

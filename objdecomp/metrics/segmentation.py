@@ -10,7 +10,7 @@ is counted once (``n_images``).
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor
@@ -106,8 +106,10 @@ class ARIFGDTI(PerImageMean):
         super().__init__(**kwargs)
         self.num_background = num_background
 
-    def applies_to(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> bool:
-        return decomposition.layers is not None and super().applies_to(batch, decomposition)
+    def unmet_need(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Optional[str]:
+        if decomposition.layers is None:
+            return "the decomposition has no layers"
+        return super().unmet_need(batch, decomposition)
 
     def scores(self, batch: Mapping[str, Tensor], decomposition: Decomposition) -> Tensor:
         background = decomposition.background
