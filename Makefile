@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 OBJDECOMP := $(PY) -m objdecomp
 # `make demo`: a number of optimizer steps, so that a slower or busier machine prints the same
-# numbers, about 8 minutes on a quiet machine (benchmarks/RESULTS.md). One thread everywhere: a
+# numbers, about 10 minutes on a quiet machine (benchmarks/RESULTS.md). One thread everywhere: a
 # float reduction's result depends on how it is split between threads, and on a busy machine a
 # second thread made each step 3x slower, not faster.
 DEMO_EXP := quick/dti_sprites_tetrominoes
@@ -21,7 +21,7 @@ EXP_FILE = experiments/$(EXP).yaml
 help:
 	@echo "make install                      create .venv and install objdecomp with its pinned dependencies"
 	@echo "make test | test-slow             fast test tier | slow tier (DDP, resume, every experiment config)"
-	@echo "make demo                         train DTI-Sprites on procedural Tetrominoes ($(DEMO_STEPS) steps, ~8 min) and evaluate"
+	@echo "make demo                         train DTI-Sprites on procedural Tetrominoes ($(DEMO_STEPS) steps, ~10 min) and evaluate"
 	@echo "make train EXP=<name> [ARGS=...]  objdecomp fit on experiments/<name>.yaml (make experiments lists them)"
 	@echo "make eval [EXP=<name> CKPT=<path>] test the newest best.ckpt (else last.ckpt) on the splits its tables need, render the tables"
 	@echo "make tables                       render the paper tables from $(RESULTS)/*.json"

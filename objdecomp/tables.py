@@ -29,7 +29,8 @@ TABLES_FILE = EXPERIMENTS / "paper_tables.yaml"
 
 def collect(results: Path) -> Dict[str, List[Dict[str, float]]]:
     """Experiment name -> list of metric dicts, one per results file (one per run). A file that
-    names no checkpoint scored an untrained model and is left out."""
+    names neither a checkpoint nor a baseline (e.g. GrabCut) scored an untrained model by
+    mistake and is left out."""
     runs: Dict[str, List[Dict[str, float]]] = defaultdict(list)
     for path in sorted(results.rglob("*.json")):
         try:
@@ -37,7 +38,7 @@ def collect(results: Path) -> Dict[str, List[Dict[str, float]]]:
         except (OSError, json.JSONDecodeError):
             continue  # not a results file (W&B metadata, a file being written)
         if isinstance(record, dict) and "experiment" in record and "metrics" in record \
-                and record.get("checkpoint"):
+                and (record.get("checkpoint") or record.get("baseline")):
             runs[record["experiment"]].append(record["metrics"])
     return runs
 

@@ -312,6 +312,17 @@ def test_full_image_mask_and_grabcut_baselines():
     assert iou > 0.8
 
 
+def test_a_baseline_run_writes_results_that_table_2_counts(tmp_path, monkeypatch, capsys):
+    from objdecomp.methods.perturbgan.baselines import main
+    from objdecomp.tables import collect
+
+    monkeypatch.setenv("OBJDECOMP_RESULTS", str(tmp_path))
+    main(["--exp", "quick/perturbgan_textured_shape", "--baseline", "full", "--data", "test_size=8"])
+    assert "full on quick/perturbgan_textured_shape (test): " in capsys.readouterr().out
+    runs = collect(tmp_path)["perturbgan_textured_shape_full"]  # <experiment>_<baseline>
+    assert len(runs) == 1 and 0 < runs[0]["test/fg_iou"] < 1
+
+
 def test_testing_after_fitting_keeps_the_trained_encoder_and_a_fresh_test_loads_stage_one(tmp_path):
     trainer, _ = _fit(_module(), 2, tmp_path)  # stage one
     stage_one = tmp_path / "stage_one.ckpt"

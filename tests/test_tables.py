@@ -2,7 +2,9 @@
 
 import json
 
-from objdecomp.tables import collect, main
+import yaml
+
+from objdecomp.tables import TABLES_FILE, collect, main
 
 
 def write_run(folder, experiment, run, metrics, checkpoint="run/checkpoints/last.ckpt"):
@@ -43,3 +45,18 @@ def test_train_split_cells_fill_from_train_results_and_name_their_split(tmp_path
     assert "| CUB | train IoU |" in shown and "Flowers" not in shown
     main(["--results", str(tmp_path), "--experiment", "quick/redo_cub"])
     assert "no paper table cell reads quick/redo_cub" in capsys.readouterr().out
+
+
+def test_every_paper_has_its_tables_and_every_cell_names_what_fills_it():
+    from objdecomp.cli import experiment_names
+    from objdecomp.methods.perturbgan.baselines import BASELINES
+
+    tables = yaml.safe_load(TABLES_FILE.read_text())
+    assert list(tables) == ["dti_sprites", "redo", "perturbgan", "lavae", "cis"]  # the five papers
+    known = set(experiment_names())
+    baselines = {f"{name}_{b}" for name in known for b in BASELINES}
+    for method_tables in tables.values():
+        for table in method_tables:
+            for c in table["cells"]:
+                assert c["experiment"] in known | baselines or "no such experiment" in c.get("note", ""), c
+                assert "/" in c["key"] and c["paper"], c

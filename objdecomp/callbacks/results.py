@@ -82,6 +82,7 @@ class ResultsWriter(pl.Callback):
             "metrics": metrics,
             "not_applicable": unscored or {},
             "checkpoint": str(ckpt_path) if ckpt_path else None,
+            "baseline": getattr(trainer.lightning_module, "baseline_name", None),  # untrained by design
             "global_step": steps.get("global_step", trainer.global_step),
             "batch_step": steps.get("batch_step"),
             "epoch": steps.get("epoch"),

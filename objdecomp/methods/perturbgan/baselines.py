@@ -5,6 +5,9 @@ by the same metrics as every method::
     python -m objdecomp.methods.perturbgan.baselines --exp perturbgan_cub_encoder --baseline grabcut
     python -m objdecomp.methods.perturbgan.baselines --exp quick/perturbgan_textured_shape --baseline full
 
+The results file is ``$OBJDECOMP_RESULTS/<experiment>_<baseline>/…json`` (e.g.
+``perturbgan_cub_encoder_grabcut``), which Table 2's baseline rows read.
+
 The experiment supplies only the datamodule (its data section, read by the CLI as ``objdecomp
 test`` reads it); the evaluation is Lightning's test loop over the split, as ``objdecomp test``.
 """
@@ -12,7 +15,8 @@ test`` reads it); the evaluation is Lightning's test loop over the split, as ``o
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+from pathlib import Path
+from typing import ClassVar, List, Optional
 
 import numpy as np
 import torch
@@ -31,7 +35,10 @@ def _two_layer(images: Tensor, mask: Tensor) -> Decomposition:
 
 
 class _Untrained(DecompositionModule):
-    """A decomposition with nothing to learn (evaluated with ``trainer.test`` only)."""
+    """A decomposition with nothing to learn (evaluated with ``trainer.test`` only). Its results
+    file names the baseline instead of a checkpoint, so that ``objdecomp tables`` counts it."""
+
+    baseline_name: ClassVar[str]
 
     def __init__(self, image_size: int = 128, channels: int = 3, max_objects: int = 1,
                  num_classes: int = 0, num_background: int = 1, init_checkpoint: Optional[str] = None):
@@ -48,6 +55,8 @@ class _Untrained(DecompositionModule):
 class FullImageMask(_Untrained):
     """Table 2's last row: the whole image is the object."""
 
+    baseline_name = "full"
+
     def decompose(self, images: Tensor) -> Decomposition:
         return _two_layer(images, torch.ones_like(images[:, :1]))
 
@@ -57,6 +66,8 @@ class GrabCut(_Untrained):
     each side as sure background, ``iterations`` rounds; the object is GrabCut's (probable)
     foreground.
     """
+
+    baseline_name = "grabcut"
 
     def __init__(self, margin: float = 0.1, iterations: int = 5, **facts):
         super().__init__(**facts)
@@ -86,7 +97,7 @@ class GrabCut(_Untrained):
         return _two_layer(images, torch.stack(masks)[:, None].to(images.device))
 
 
-BASELINES = {"full": FullImageMask, "grabcut": GrabCut}
+BASELINES = {b.baseline_name: b for b in (FullImageMask, GrabCut)}
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -100,7 +111,9 @@ def main(argv: Optional[List[str]] = None) -> None:
 
     from objdecomp.cli import ObjdecompCLI, config_arguments
 
+    # Results under <experiment>_<baseline>, the name experiments/paper_tables.yaml reads.
     cli = ObjdecompCLI(args=[*config_arguments(args.exp), f"--eval_split={args.split}",
+                             f"--experiment={Path(args.exp).name}_{args.baseline}",
                              "--trainer.logger=false", "--trainer.enable_progress_bar=false",
                              *(f"--data.init_args.{item}" for item in args.data)], run=False)
     data = cli.datamodule
