@@ -20,7 +20,7 @@ EXP_FILE = experiments/$(EXP).yaml
 
 help:
 	@echo "make install                      create .venv and install objdecomp with its pinned dependencies"
-	@echo "make test | test-slow             fast test tier | slow tier (DDP, resume, every experiment config)"
+	@echo "make test | test-slow [SHARD=i/n] fast test tier | slow tier (DDP, resume, every experiment config)"
 	@echo "make demo                         train DTI-Sprites on procedural Tetrominoes ($(DEMO_STEPS) steps, ~10 min) and evaluate"
 	@echo "make train EXP=<name> [ARGS=...]  objdecomp fit on experiments/<name>.yaml (make experiments lists them)"
 	@echo "make eval [EXP=<name> CKPT=<path>] test the newest best.ckpt (else last.ckpt) on the splits its tables need, render the tables"
@@ -49,8 +49,8 @@ install: $(PY)
 test:
 	$(PY) -m pytest -q
 
-test-slow:
-	$(PY) -m pytest -q -m slow
+test-slow:  # SHARD=i/n: the i-th of n interleaved parts (CI runs two side by side)
+	$(PY) -m pytest -q -m slow --durations=15 $(if $(SHARD),--shard $(SHARD))
 
 experiments:
 	@cd experiments && find . -name '*.yaml' -not -path './_base/*' -not -path './sweeps/*' -not -name paper_tables.yaml -not -name comparison.yaml | sed 's|^\./||; s|\.yaml$$||' | sort
