@@ -142,3 +142,17 @@ def test_a_killed_compare_continues_where_it_stopped(tmp_path):
     assert done.stat().st_mtime_ns == written, "the finished run was not run again"
     table = (out / "COMPARISON.md").read_text()
     assert "(n=1)" in next(line for line in table.splitlines() if line.startswith("| MONet"))
+
+
+def test_the_comparison_goes_to_wandb_as_a_table_and_the_chart(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    chart = tmp_path / "comparison.png"
+    Image.new("RGB", (8, 8), "white").save(chart)
+    compare.log_to_wandb(["benchmark", "method", "ARI"], [["Tetrominoes", "MONet", "0.5 (n=1)"]], chart)
+    tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/comparison_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["benchmark", "method", "ARI"]
+    assert table["data"] == [["Tetrominoes", "MONet", "0.5 (n=1)"]]
+    assert list(tmp_path.glob("wandb/offline-run-*/files/media/images/comparison_chart_*.png"))
