@@ -79,9 +79,19 @@ class InpaintingEncoder(nn.Module):
     def forward(self, x: Tensor) -> List[Tensor]:
         features = []
         for layer in self.layers:
-            x = F.leaky_relu(layer(x), 0.2)
+            x = F.leaky_relu(strided_conv(layer, x), 0.2)
             features.append(x)
         return features
+
+
+def strided_conv(conv: nn.Conv2d, x: Tensor) -> Tensor:
+    """``conv(x)``, with the stride dropped on a 1x1 map, where it changes nothing ('same'
+    padding): oneDNN's bf16 weight gradient of a strided convolution over a 1x1 input reads
+    uninitialised memory (torch 2.14 on CPU: non-finite in about half of the calls;
+    tests/test_cis.py), which is what the deepest layers see on images of 32 px or less."""
+    if isinstance(conv, nn.Conv2d) and x.shape[-2:] == (1, 1) and conv.stride != (1, 1):
+        return F.conv2d(x, conv.weight, conv.bias, 1, conv.padding, conv.dilation, conv.groups)
+    return conv(x)
 
 
 class Inpainter(nn.Module):
