@@ -169,6 +169,15 @@ def tiny_data(class_path: str, root: Path, labelled: bool) -> List[str]:
 SHORTENED = {name: ["--model.init_args.chunk_iterations=2"]  # per-chunk encoders: 1000 its/chunk
              for name in ("perturbgan_cub_encoder", "perturbgan_lsun_car_encoder")}
 
+# PerturbGAN's generated-scene evaluators (Tables 1 and 3) need Mask R-CNN's and Inception's
+# downloaded weights; tests/test_perturbgan.py runs them with stand-in networks.
+OFFLINE = ["--model.init_args.generated_metrics=[]"]
+
+
+def offline_flags(name: str) -> List[str]:
+    return OFFLINE if any("generated_metrics" in f.read_text() for f in experiment_config_files(name)) else []
+
+
 EXPERIMENTS_RUN = experiment_names()
 
 
@@ -180,7 +189,8 @@ def test_experiment_fits_and_tests_through_the_cli(name: str, tmp_path: Path, mo
     monkeypatch.setattr("sys.argv", ["objdecomp"])
     config = str(EXPERIMENTS / f"{name}.yaml")
     labelled = any("labelled_subset" in f.read_text() for f in experiment_config_files(name))
-    data = tiny_data(data_class_path(name), tmp_path / "data", labelled) + SHORTENED.get(name, [])
+    data = tiny_data(data_class_path(name), tmp_path / "data", labelled) + SHORTENED.get(name, []) \
+        + offline_flags(name)
 
     main(["fit", "--config", config, *data, *RUN])
     checkpoints = sorted(results.glob(f"{name}/*/checkpoints/last.ckpt"))

@@ -338,3 +338,90 @@ def test_testing_after_fitting_keeps_the_trained_encoder_and_a_fresh_test_loads_
         fresh, dataloaders=DataLoader([squares(4)], batch_size=None), verbose=False)
     generator = torch.load(stage_one, weights_only=False)["state_dict"]["generator_ema.nets.0.mapping.layers.0.weight"]
     assert torch.equal(fresh.generator_ema.nets[0].mapping.layers[0].weight, generator)
+
+
+# --- stage one's evaluation on generated scenes (Tables 1 and 3) ------------------------------
+class FixedDetector:
+    """Stands in for Mask R-CNN: per image, the detections it is given (checked at 128 px)."""
+
+    def __init__(self, detections):
+        self.detections, self.sizes = detections, []
+
+    def __call__(self, images):
+        self.sizes += [tuple(image.shape) for image in images]
+        return self.detections[:len(images)]
+
+
+def detection(label, score, mask):
+    return {"labels": torch.tensor([label]), "scores": torch.tensor([score]),
+            "masks": mask[None, None].float()}
+
+
+def test_generated_masks_are_scored_against_the_best_detection_of_the_category_only():
+    from objdecomp.methods.perturbgan.evaluation import DetectedMaskIoU
+
+    car = torch.zeros(128, 128)
+    car[:, :64] = 1  # the left half
+    detector = FixedDetector([detection(3, 0.9, car),          # a car: scored
+                              detection(1, 0.99, car),         # a person: not the category
+                              detection(3, 0.3, car)])         # a car below the threshold
+    metric = DetectedMaskIoU(detector, category=3)
+    generated = torch.zeros(3, 1, 64, 64)
+    generated[:, :, :, :16] = 1  # the left quarter: IoU 0.5 with the left half
+    metric.update(torch.rand(3, 3, 64, 64), generated)
+    assert detector.sizes == [(3, 128, 128)] * 3, "64x64 composites go to the detector at 128x128"
+    result = metric.compute()
+    assert result["miou"].item() == pytest.approx(0.5, abs=0.02)
+    assert result["detected"].item() == pytest.approx(1 / 3)
+
+
+def test_mask_rcnn_is_torchvisions_detection_api_and_its_masks_are_read():
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    from objdecomp.methods.perturbgan.evaluation import DetectedMaskIoU, coco_category
+
+    torch.manual_seed(0)
+    detector = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=91,
+                                     min_size=128, max_size=128).eval()  # random weights: the plumbing
+    metric = DetectedMaskIoU(detector, category=coco_category("car"), score_threshold=0.0)
+    metric.update(torch.rand(2, 3, 64, 64), torch.ones(2, 1, 64, 64))
+    assert metric.images.item() == 2 and 0 <= metric.compute()["miou"].item() <= 1
+    assert coco_category("car") == 3
+
+
+def test_missing_weights_are_an_error_naming_the_option_and_the_source(tmp_path):
+    from objdecomp.methods.perturbgan.evaluation import coco_mask_rcnn, frechet_inception_distance
+
+    with pytest.raises(RuntimeError, match="maskrcnn_resnet50_fpn_coco.*detector_weights"):
+        coco_mask_rcnn(str(tmp_path / "missing.pth"))
+    with pytest.raises(RuntimeError, match="pt_inception-2015-12-05.*inception_weights"):
+        frechet_inception_distance(str(tmp_path / "missing.pth"))
+
+
+def test_stage_one_test_logs_table_1_and_3_metrics_of_generated_scenes(monkeypatch):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    from objdecomp.methods.perturbgan import evaluation
+
+    everything = torch.ones(128, 128)
+    monkeypatch.setattr(evaluation, "coco_mask_rcnn",
+                        lambda weights: FixedDetector([detection(3, 0.9, everything)] * 8))
+    features = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten())  # 12-d stand-in
+    features.num_features = 12
+    monkeypatch.setattr(evaluation, "frechet_inception_distance",
+                        lambda weights: FrechetInceptionDistance(feature=features, normalize=True))
+    model = _module(generated_metrics=["maskrcnn", "fid"])
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.test(model, dataloaders=DataLoader([squares(8)], batch_size=None), verbose=False)
+    logged = trainer.callback_metrics
+    assert logged["test/maskrcnn_detected"].item() == 1.0
+    assert 0 < logged["test/maskrcnn_miou"].item() <= 1  # the generated masks against the whole image
+    assert torch.isfinite(logged["test/fid"]) and "detector" not in str(model.state_dict().keys())
+
+
+def test_the_single_output_gan_cannot_be_scored_against_mask_rcnn():
+    with pytest.raises(ValueError, match="generates no mask"):
+        _module(generators="plain", generated_metrics=["maskrcnn"])
+    with pytest.raises(ValueError, match="unknown"):
+        _module(generated_metrics=["inception_score"])

@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
+from torchmetrics import Metric
 
 from objdecomp.compositing import over
 from objdecomp.methods.base import DecompositionModule
+from objdecomp.methods.perturbgan import evaluation
 from objdecomp.methods.perturbgan.chunks import encode_by_fitting
 from objdecomp.methods.perturbgan.growing import Phase, ProgressiveGrowing
 from objdecomp.methods.perturbgan.networks import Layers, LayeredGenerator, StyleEncoder
@@ -81,6 +83,14 @@ class PerturbGAN(DecompositionModule):
         perceptual_weight: weight of Eq. 7's second term (1: the paper adds them).
         chunk_size, chunk_iterations: when set, evaluation fits a fresh encoder on each chunk
             of ``chunk_size`` images for ``chunk_iterations`` iterations (§4: 100 and 1000).
+        generated_metrics: stage one's test also scores as many generated scenes as real test
+            images: ``"maskrcnn"`` (Table 1: ``<split>/maskrcnn_miou`` of the generated masks
+            against Mask R-CNN's, and ``<split>/maskrcnn_detected``) and ``"fid"`` (Table 3:
+            ``<split>/fid`` of the composites against the real images); see
+            :mod:`~objdecomp.methods.perturbgan.evaluation`.
+        reference_category: the COCO category Mask R-CNN is asked for (car for LSUN Car).
+        detector_weights, inception_weights: files of Mask R-CNN's COCO weights and FID's
+            Inception weights (None: fetched into torch's cache the first time).
     """
 
     # Evaluated on every split, with or without ground-truth masks (LSUN has none): the
@@ -102,7 +112,9 @@ class PerturbGAN(DecompositionModule):
                  encoder_backbone: str = "resnet18", encoder_size: int = 64, encoder_width: int = 16,
                  encoder_lr: float = 1e-4, encoder_betas: Tuple[float, float] = (0.9, 0.999),
                  perceptual_weight: float = 1.0, chunk_size: Optional[int] = None,
-                 chunk_iterations: int = 1000,
+                 chunk_iterations: int = 1000, generated_metrics: Sequence[str] = (),
+                 reference_category: str = "car", detector_weights: Optional[str] = None,
+                 inception_weights: Optional[str] = None,
                  image_size: int = 128, channels: int = 3, max_objects: int = 1,
                  num_classes: int = 0, num_background: int = 1,
                  init_checkpoint: Optional[str] = None):
@@ -110,6 +122,12 @@ class PerturbGAN(DecompositionModule):
                          init_checkpoint)
         if stage not in ("gan", "encoder"):
             raise ValueError(f"stage must be 'gan' or 'encoder', got {stage!r}")
+        unknown = set(generated_metrics) - {"maskrcnn", "fid"}
+        if unknown:
+            raise ValueError(f"generated_metrics: unknown {sorted(unknown)}; choose from maskrcnn, fid")
+        if "maskrcnn" in generated_metrics and generators == "plain":
+            raise ValueError("generated_metrics: the single-output GAN generates no mask to score "
+                             "against Mask R-CNN's (its Table 3 row needs only fid)")
         self.save_hyperparameters()
         self.stage = stage
         self.growing = ProgressiveGrowing(resolutions, batch_sizes, learning_rates, fade_images,
@@ -143,6 +161,9 @@ class PerturbGAN(DecompositionModule):
         self.encoder_lr, self.encoder_betas = encoder_lr, tuple(float(b) for b in encoder_betas)
         self.perceptual_weight = perceptual_weight
         self.chunk_size, self.chunk_iterations = chunk_size, chunk_iterations
+        self.generated_metrics = tuple(generated_metrics)
+        # Built for `test` only, and kept out of the module's state (no detector in checkpoints).
+        self._generated_evaluators: Dict[str, Metric] = {}
 
     # --- decomposition (contract 2) ----------------------------------------------------------
     def decompose(self, images: Tensor) -> Decomposition:
@@ -173,6 +194,8 @@ class PerturbGAN(DecompositionModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        if stage == "test" and self.stage == "gan" and self.generated_metrics:
+            self._generated_evaluators = self.build_generated_evaluators()
         resuming = self._trainer is not None and self.trainer.ckpt_path is not None
         if stage != "fit" and self.init_checkpoint and not resuming and self.trainer.global_step == 0:
             # the per-chunk protocol evaluates straight from the stage-one weights (never after
@@ -182,6 +205,42 @@ class PerturbGAN(DecompositionModule):
             rank_zero_warn("PerturbGAN stage 'encoder' without init_checkpoint: the encoder is "
                            "trained through an untrained generator (give the stage-one checkpoint "
                            "as --model.init_args.init_checkpoint)")
+
+    # --- stage one's evaluation on generated scenes (Tables 1 and 3) ---------------------------
+    def build_generated_evaluators(self) -> Dict[str, Metric]:
+        h = self.hparams
+        evaluators: Dict[str, Metric] = {}
+        if "maskrcnn" in self.generated_metrics:
+            evaluators["maskrcnn"] = evaluation.DetectedMaskIoU(
+                evaluation.coco_mask_rcnn(h.detector_weights), evaluation.coco_category(h.reference_category))
+        if "fid" in self.generated_metrics:
+            evaluators["fid"] = evaluation.frechet_inception_distance(h.inception_weights)
+        return {name: metric.to(self.device) for name, metric in evaluators.items()}
+
+    @torch.no_grad()
+    def generated_scenes(self, count: int) -> Tuple[Tensor, Tensor]:
+        """Composites in [0, 1] and masks of the EMA generator at its last resolution, from fresh
+        codes, unperturbed (no shift, no mixing: those are training devices)."""
+        z = torch.randn(count, self.latent_dim, device=self.device)
+        layers = self.generator_ema(z, resolution=self.resolution)
+        background, foreground = ((t.float().clamp(-1, 1) + 1) / 2 for t in layers[:2])
+        mask = layers.mask.float()
+        return over(foreground, mask, background), mask
+
+    def test_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        super().test_step(batch, batch_idx)
+        if self._generated_evaluators:
+            composites, masks = self.generated_scenes(len(batch["image"]))
+            if "maskrcnn" in self._generated_evaluators:
+                self._generated_evaluators["maskrcnn"].update(composites, masks)
+            if "fid" in self._generated_evaluators:
+                self._generated_evaluators["fid"].update(batch["image"].float(), real=True)
+                self._generated_evaluators["fid"].update(composites, real=False)
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        # <split>/maskrcnn_miou, <split>/maskrcnn_detected, <split>/fid
+        self._log_metrics(self.evaluated_split, self._generated_evaluators)
 
     # --- stage one: the layered GAN (§3.1–3.2) ------------------------------------------------
     def phase(self) -> Phase:
