@@ -7,7 +7,10 @@ On disk: ``<root>/<category>_lmdb/`` (or ``<root>/<category>/``) holding ``data.
 
 As the authors' code: the first ``max_images`` keys in the database's (sorted) cursor order,
 decoded with PIL, converted to RGB and squashed (no aspect-preserving crop) to a square. LSUN has
-no masks: items carry ``image`` only. Splits: ``train`` is the first ``max_images`` images;
+no masks: items carry ``image`` only, unless ``pseudo_masks`` asks for the masks Mask R-CNN found
+in the evaluated images (PerturbGAN's Table 2), stored beside the database in
+``<root>/<category>_maskrcnn/`` by ``python -m objdecomp.methods.perturbgan.evaluation annotate``.
+Splits: ``train`` is the first ``max_images`` images;
 ``val`` and ``test`` are the first ``eval_images`` of them (the paper evaluates on the first
 10,000 images of LSUN Car, which its generator also trained on). A mix of categories
 interleaves them image by image.
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -70,11 +76,42 @@ def read_keys(folder: Path, count: int) -> List[bytes]:
     return keys
 
 
-class LSUNImages(Dataset):
-    """Images of ``(folder, key)`` records, each squashed to ``size`` × ``size``."""
+def pseudo_mask_folder(root: Path, category: str) -> Path:
+    return root / f"{category}_maskrcnn"
 
-    def __init__(self, records: Sequence[Tuple[Path, bytes]], size: int):
-        self.records, self.size = list(records), size
+
+def save_pseudo_masks(folder: Path, keys: Sequence[bytes], masks: np.ndarray, detected: np.ndarray) -> None:
+    """Mask R-CNN's object masks ``[N, S, S]`` (bool; empty where nothing was detected) of the
+    records ``keys`` in order, and which had a detection; written to a sibling folder that is
+    renamed into place, so a killed annotation never leaves half a set."""
+    partial = folder.with_name(folder.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    np.save(partial / "keys.npy", np.array(keys, dtype=bytes))
+    np.save(partial / "masks.npy", np.asarray(masks, dtype=bool))
+    np.save(partial / "detected.npy", np.asarray(detected, dtype=bool))
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+
+
+class PseudoMasks(NamedTuple):
+    keys: np.ndarray
+    masks: np.ndarray  # [N, S, S] bool, memory-mapped
+    detected: np.ndarray
+
+
+def load_pseudo_masks(folder: Path) -> PseudoMasks:
+    return PseudoMasks(np.load(folder / "keys.npy"), np.load(folder / "masks.npy", mmap_mode="r"),
+                       np.load(folder / "detected.npy"))
+
+
+class LSUNImages(Dataset):
+    """Images of ``(folder, key)`` records, each squashed to ``size`` × ``size``, with their
+    object ``mask`` (0 background, 1 object) when ``masks`` are given."""
+
+    def __init__(self, records: Sequence[Tuple[Path, bytes]], size: int,
+                 masks: Optional[np.ndarray] = None):
+        self.records, self.size, self.masks = list(records), size, masks
 
     def __len__(self) -> int:
         return len(self.records)
@@ -90,7 +127,11 @@ class LSUNImages(Dataset):
                 image = image.convert("RGB")
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise CorruptFileError(f"{folder}: cannot decode the image of key {key!r}: {error}") from error
-        return {"image": image_tensor(fit(image, self.size, "bilinear", crop=False))}
+        item = {"image": image_tensor(fit(image, self.size, "bilinear", crop=False))}
+        if self.masks is not None:
+            mask = torch.from_numpy(np.array(self.masks[index], dtype=np.uint8))[None, None].float()
+            item["mask"] = F.interpolate(mask, size=self.size, mode="nearest")[0, 0].long()
+        return item
 
 
 class LSUNDataModule(ObjectDataModule):
@@ -102,6 +143,9 @@ class LSUNDataModule(ObjectDataModule):
         image_size: side of the square images.
         max_images: images per category taken from the start of the database (100k, §4).
         eval_images: images of the validation and test splits (the first ones; 10k in §4).
+        pseudo_masks: ``"all"``: the evaluated images carry Mask R-CNN's object mask as their
+            ground truth, empty where it detected nothing (Table 2, "all"); ``"detected"``: only
+            the images where it detected the category (Table 2, "detected"); None: no masks.
         batch_size, options: see :class:`ObjectDataModule`.
     """
 
@@ -109,13 +153,18 @@ class LSUNDataModule(ObjectDataModule):
     channels, max_objects, num_classes, num_background = 3, 1, 0, 1
 
     def __init__(self, category: str = "car", root: Optional[str] = None, image_size: int = 128,
-                 max_images: int = 100_000, eval_images: int = 10_000, batch_size: int = 32,
-                 **options: Any):
+                 max_images: int = 100_000, eval_images: int = 10_000,
+                 pseudo_masks: Optional[str] = None, batch_size: int = 32, **options: Any):
         super().__init__(batch_size, **options)
         self.categories = category.split("+")
         unknown = [c for c in self.categories if c not in CATEGORIES]
         if unknown:
             raise ValueError(f"unknown LSUN object categories {unknown}; known: {', '.join(CATEGORIES)}")
+        if pseudo_masks not in (None, "all", "detected"):
+            raise ValueError(f"pseudo_masks must be 'all', 'detected' or None, got {pseudo_masks!r}")
+        if pseudo_masks and len(self.categories) > 1:
+            raise ValueError("pseudo_masks: Mask R-CNN's masks are kept per category, not for a mix")
+        self.pseudo_masks = pseudo_masks
         self.root = default_root(root, self.dataset_name)
         self.image_size, self.max_images, self.eval_images = image_size, max_images, eval_images
         self._records: Optional[List[Tuple[Path, bytes]]] = None
@@ -137,6 +186,30 @@ class LSUNDataModule(ObjectDataModule):
 
     def make_dataset(self, split: str) -> Dataset:
         records = self.records()
-        if split != "train":
-            records = records[: self.eval_images]
-        return LSUNImages(records, self.image_size)
+        if split == "train":
+            return LSUNImages(records, self.image_size)
+        records = records[: self.eval_images]
+        if not self.pseudo_masks:
+            return LSUNImages(records, self.image_size)
+        reference = self.pseudo_reference(records)
+        if self.pseudo_masks == "all":
+            return LSUNImages(records, self.image_size, reference.masks)
+        kept = np.flatnonzero(reference.detected)
+        return LSUNImages([records[i] for i in kept], self.image_size, reference.masks[kept])
+
+    def pseudo_reference(self, records: Sequence[Tuple[Path, bytes]]) -> PseudoMasks:
+        """Mask R-CNN's masks of ``records``, checked to be of those very images."""
+        category = self.categories[0]
+        folder = pseudo_mask_folder(self.root, category)
+        command = (f"python -m objdecomp.methods.perturbgan.evaluation annotate --category {category} "
+                   f"--images {self.eval_images}")
+        if not (folder / "masks.npy").is_file():
+            raise DatasetNotFoundError(self.dataset_name, folder,
+                                       f"no Mask R-CNN masks of the evaluated images; `{command}`")
+        reference = load_pseudo_masks(folder)
+        if len(reference.keys) < len(records) or any(
+                bytes(k) != key for k, (_, key) in zip(reference.keys, records)):
+            raise CorruptFileError(f"{folder} holds the masks of other images than the first "
+                                   f"{len(records)} of {category}_lmdb; annotate again: `{command}`")
+        return PseudoMasks(reference.keys[:len(records)], reference.masks[:len(records)],
+                           reference.detected[:len(records)])

@@ -15,7 +15,7 @@ import argparse
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import yaml
 
@@ -26,30 +26,33 @@ from objdecomp.tables import TABLES_FILE, collect, render as render_tables
 @dataclass(frozen=True)
 class KeyFigure:
     title: str
-    pattern: str  # glob under the results folder; the newest match is shown
+    patterns: Tuple[str, ...]  # globs under the results folder; the newest match is shown
     made_by: str  # the command that makes it
 
 
-# Picture files are <run>/pictures/<tag>-<name>.png (objdecomp/callbacks/pictures.py); the
-# test pictures are drawn by every `objdecomp test` / `make eval`.
+def pictures_of(experiments: str, method: str, name: str) -> Tuple[str, ...]:
+    """Where a method's ``name`` picture lies: its experiments' runs and its comparison runs
+    (picture files are <run>/pictures/<tag>-<name>.png, objdecomp/callbacks/pictures.py)."""
+    return (f"**/{experiments}*/**/pictures/*-{name}.png", f"compare/runs/*/{method}/**/pictures/*-{name}.png")
+
+
 KEY_FIGURES = (
-    KeyFigure("DTI-Sprites: the learned sprites", "**/dti_sprites*/**/pictures/*-sprites.png",
+    KeyFigure("DTI-Sprites: the learned sprites", pictures_of("dti_sprites", "dti-sprites", "sprites"),
               "make train EXP=quick/dti_sprites_tetrominoes && make eval EXP=quick/dti_sprites_tetrominoes"),
     KeyFigure("ReDO: Figure 4 (supervised training curve against the unsupervised model)",
-              "figures/redo_figure4.png", "make figure4 (after the redo_supervised_* and redo_* runs)"),
+              ("figures/redo_figure4.png",), "make figure4 (after the redo_supervised_* and redo_* runs)"),
     KeyFigure("PerturbGAN: generated layers (background, foreground, mask)",
-              "**/perturbgan*/**/pictures/*-samples.png",
-              "make train EXP=quick/perturbgan_textured_shape"),
-    KeyFigure("LAVAE: inferred objects and counts", "**/lavae*/**/pictures/*-inference.png",
+              pictures_of("perturbgan", "perturbgan", "samples"), "make train EXP=quick/perturbgan_textured_shape"),
+    KeyFigure("LAVAE: inferred objects and counts", pictures_of("lavae", "lavae", "inference"),
               "make train EXP=quick/lavae_dsprites"),
-    KeyFigure("CIS: latent traversal of one object", "**/cis*/**/pictures/*-traversal.png",
+    KeyFigure("CIS: latent traversal of one object", pictures_of("cis", "cis", "traversal"),
               "make train EXP=cis_multi_texture (the object VAE stage)"),
-    KeyFigure("Cross-method comparison", "compare/comparison.png", "make compare"),
+    KeyFigure("Cross-method comparison", ("compare/comparison.png",), "make compare"),
 )
 
 
-def newest(results: Path, pattern: str) -> Optional[Path]:
-    matches = [path for path in results.glob(pattern) if path.is_file()]
+def newest(results: Path, patterns: Tuple[str, ...]) -> Optional[Path]:
+    matches = [path for pattern in patterns for path in results.glob(pattern) if path.is_file()]
     return max(matches, key=lambda path: path.stat().st_mtime) if matches else None
 
 
@@ -61,7 +64,7 @@ def demoted(markdown: str) -> str:
 def figures_section(results: Path, page: Path) -> List[str]:
     lines = ["## Key figures", ""]
     for figure in KEY_FIGURES:
-        found = newest(results, figure.pattern)
+        found = newest(results, figure.patterns)
         if found is None:
             lines += [f"### {figure.title}", "", f"Not made yet: `{figure.made_by}`.", ""]
             continue

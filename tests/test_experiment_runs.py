@@ -119,8 +119,14 @@ def _flying_animals(root: Path) -> Dict[str, object]:
 
 
 def _lsun(root: Path) -> Dict[str, object]:
-    for start, category in enumerate(("car", "horse", "chair", "bird")):
-        lsun_fixtures.write_lsun(root, category, range(10 + 40 * start, 16 + 40 * start))
+    from datamodules.lsun import pseudo_mask_folder, save_pseudo_masks
+
+    records = {category: lsun_fixtures.write_lsun(root, category, range(10 + 40 * start, 16 + 40 * start))
+               for start, category in enumerate(("car", "horse", "chair", "bird"))}
+    car = [key for key, _ in records["car"][:4]]  # Table 2's Mask R-CNN masks: cars in two images
+    masks = np.zeros((4, 16, 16), bool)
+    masks[:2, 4:12, 2:14] = True
+    save_pseudo_masks(pseudo_mask_folder(root, "car"), car, masks, masks.any(axis=(1, 2)))
     return {"root": str(root), "image_size": 32, "max_images": 6, "eval_images": 4}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -425,3 +426,38 @@ def test_the_single_output_gan_cannot_be_scored_against_mask_rcnn():
         _module(generators="plain", generated_metrics=["maskrcnn"])
     with pytest.raises(ValueError, match="unknown"):
         _module(generated_metrics=["inception_score"])
+
+
+def test_annotated_lsun_images_carry_mask_rcnn_masks_all_or_only_where_detected(tmp_path: Path):
+    from datamodules.lsun import pseudo_mask_folder, save_pseudo_masks
+    from datamodules.real_data import CorruptFileError
+    from objdecomp.methods.perturbgan.evaluation import annotate
+
+    records = write_lsun(tmp_path, "car", [20, 200, 40, 220, 240])  # bright images hold a "car"
+    cars = [value > 128 for _, value in records[:4]]  # the first 4 in cursor order are evaluated
+    with pytest.raises(DatasetNotFoundError, match="evaluation annotate --category car"):
+        LSUNDataModule("car", root=str(tmp_path), eval_images=4, pseudo_masks="all").make_dataset("test")
+
+    def detector(images):
+        left_half = torch.zeros(images[0].shape[1:])
+        left_half[:, :images[0].shape[-1] // 2] = 1
+        return [detection(3 if image.mean() > 0.5 else 1, 0.9, left_half) for image in images]
+
+    assert annotate("car", str(tmp_path), 4, detector, batch_size=3, size=16, log=lambda _: None) \
+        == {"images": 4, "detected": sum(cars)}
+    everything = LSUNDataModule("car", root=str(tmp_path), image_size=8, eval_images=4, pseudo_masks="all")
+    items = [everything.make_dataset("test")[i] for i in range(4)]
+    assert [grey_of(item["image"][None])[0] > 128 for item in items] == cars
+    for item, has_car in zip(items, cars):
+        assert item["mask"].shape == (8, 8) and item["mask"].dtype == torch.int64
+        assert item["mask"][:, :4].eq(int(has_car)).all() and item["mask"][:, 4:].eq(0).all()
+    detected = LSUNDataModule("car", root=str(tmp_path), image_size=8, eval_images=4,
+                              pseudo_masks="detected").make_dataset("test")
+    assert len(detected) == sum(cars) and all(detected[i]["mask"].any() for i in range(len(detected)))
+    assert "mask" not in everything.make_dataset("train")[0]
+    with pytest.raises(CorruptFileError, match="other images"):  # more images than annotated
+        LSUNDataModule("car", root=str(tmp_path), eval_images=5, pseudo_masks="all").make_dataset("test")
+    save_pseudo_masks(pseudo_mask_folder(tmp_path, "car"), [b"0" * 40] * 4,  # masks of other images
+                      np.zeros((4, 16, 16), bool), np.zeros(4, bool))
+    with pytest.raises(CorruptFileError, match="annotate again"):
+        LSUNDataModule("car", root=str(tmp_path), eval_images=4, pseudo_masks="all").make_dataset("test")

@@ -19,12 +19,22 @@ text is silent:
   gives none); its mask is the highest-scoring such detection's, binarised at 0.5; the mIoU is
   the mean IoU over the images with a detection, and the share of those images is reported;
 - FID: as many generated composites as real test images (the paper: 10k and 10k).
+
+Table 2's LSUN Car columns score real images against Mask R-CNN's masks of them, made once::
+
+    python -m objdecomp.methods.perturbgan.evaluation annotate --category car --images 10000
+
+which stores them beside the database (``<root>/car_maskrcnn/``, datamodules/lsun.py) for the
+``pseudo_masks`` option of the LSUN datamodule: the best detection's mask at 128×128 as above,
+an empty mask where none was found.
 """
 
 from __future__ import annotations
 
+import argparse
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -62,6 +72,16 @@ def coco_mask_rcnn(weights: Optional[str] = None) -> nn.Module:
     return model.eval().requires_grad_(False)
 
 
+def best_detection(found: Dict[str, Tensor], category: int,
+                   score_threshold: float = DETECTION_SCORE) -> Optional[Tensor]:
+    """The mask (binarised at 0.5) of a detector's highest-scoring detection of ``category``
+    with a score of at least ``score_threshold``; None when there is none."""
+    scores = found["scores"].masked_fill(found["labels"] != category, -1.0)
+    if not len(scores) or scores.max() < score_threshold:
+        return None
+    return found["masks"][scores.argmax(), 0] >= 0.5
+
+
 class DetectedMaskIoU(Metric):
     """Table 1: the mean IoU of generated object masks against the mask a detector finds in the
     same composite (over the composites where it detects the category), and the share of
@@ -93,19 +113,12 @@ class DetectedMaskIoU(Metric):
         generated = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False)[:, 0] >= 0.5
         for found, mask in zip(self.detector(list(composites.clamp(0, 1))), generated):
             self.images += 1
-            reference = self.reference_mask(found)
+            reference = best_detection(found, self.category, self.score_threshold)
             if reference is None:
                 continue
             self.detected += 1
             union = (reference | mask).sum()
             self.iou_sum += ((reference & mask).sum() / union).double() if union else 1.0
-
-    def reference_mask(self, found: Dict[str, Tensor]) -> Optional[Tensor]:
-        """The highest-scoring detection of the category above the threshold, binarised."""
-        scores = found["scores"].masked_fill(found["labels"] != self.category, -1.0)
-        if not len(scores) or scores.max() < self.score_threshold:
-            return None
-        return found["masks"][scores.argmax(), 0] >= 0.5
 
     def compute(self) -> Dict[str, Tensor]:
         return {"miou": self.iou_sum / self.detected.clamp(min=1),
@@ -125,3 +138,47 @@ def frechet_inception_distance(weights: Optional[str] = None) -> Metric:
             f"FID's Inception weights could not be read ({error}). They are torch-fidelity's "
             "pt_inception-2015-12-05 (github.com/toshas/torch-fidelity releases); give the file as "
             "--model.init_args.inception_weights") from error
+
+
+# --- Table 2: Mask R-CNN's masks of the real images ---------------------------------------------
+@torch.no_grad()
+def annotate(category: str, root: Optional[str], images: int, detector: Callable, batch_size: int = 8,
+             size: int = DETECTOR_INPUT, log: Callable[[str], None] = print) -> Dict[str, float]:
+    """Runs ``detector`` on the first ``images`` images of an LSUN category (squashed to ``size``,
+    as the datamodule reads them) and stores its masks beside the database."""
+    from datamodules.lsun import LSUNDataModule, pseudo_mask_folder, save_pseudo_masks
+
+    data = LSUNDataModule(category, root=root, image_size=size, max_images=images, eval_images=images)
+    dataset = data.make_dataset("test")
+    index = coco_category(category)
+    masks = np.zeros((len(dataset), size, size), dtype=bool)
+    detected = np.zeros(len(dataset), dtype=bool)
+    for start in range(0, len(dataset), batch_size):
+        batch = [dataset[i]["image"] for i in range(start, min(start + batch_size, len(dataset)))]
+        for offset, found in enumerate(detector(batch)):
+            mask = best_detection(found, index)
+            if mask is not None:
+                masks[start + offset], detected[start + offset] = mask.cpu().numpy(), True
+        log(f"annotated {min(start + batch_size, len(dataset))}/{len(dataset)} images")
+    folder = pseudo_mask_folder(data.root, category)
+    save_pseudo_masks(folder, [key for _, key in data.records()[:len(dataset)]], masks, detected)
+    log(f"{int(detected.sum())} of {len(dataset)} images with a detected {category}: {folder}")
+    return {"images": len(dataset), "detected": int(detected.sum())}
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description="PerturbGAN's Table 2 ground truth: Mask R-CNN's "
+                                                 "masks of the first images of an LSUN category")
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("annotate", help="store Mask R-CNN's masks beside the database")
+    command.add_argument("--category", default="car")
+    command.add_argument("--root", default=None, help="LSUN root (default <data root>/lsun)")
+    command.add_argument("--images", type=int, default=10_000, help="the first images (10k in §4)")
+    command.add_argument("--detector-weights", default=None, help="Mask R-CNN's COCO weights file")
+    command.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args(argv)
+    annotate(args.category, args.root, args.images, coco_mask_rcnn(args.detector_weights), args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
