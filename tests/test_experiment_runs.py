@@ -171,18 +171,16 @@ def tiny_data(class_path: str, root: Path, labelled: bool) -> List[str]:
     return [f"--data.init_args.{key}={value}" for key, value in options.items()]
 
 
-# Flags a config needs to stay a few steps long here (what they shorten is evaluation-time work).
-SHORTENED = {name: ["--model.init_args.chunk_iterations=2"]  # per-chunk encoders: 1000 its/chunk
-             for name in ("perturbgan_cub_encoder", "perturbgan_lsun_car_encoder")}
-
+# Flags a config needs here: what they shorten or switch off is evaluation-time work.
+SHORTENED = ["--model.init_args.chunk_iterations=2"]  # per-chunk encoders: 1000 iterations a chunk
 # PerturbGAN's generated-scene evaluators (Tables 1 and 3) need Mask R-CNN's and Inception's
 # downloaded weights; tests/test_perturbgan.py runs them with stand-in networks.
 OFFLINE = ["--model.init_args.generated_metrics=[]"]
 
 
-def offline_flags(name: str) -> List[str]:
-    return OFFLINE if any("generated_metrics" in f.read_text() for f in experiment_config_files(name)) else []
-
+def evaluation_flags(name: str) -> List[str]:
+    chain = "".join(f.read_text() for f in experiment_config_files(name))
+    return (SHORTENED if "chunk_iterations" in chain else []) + (OFFLINE if "generated_metrics" in chain else [])
 
 EXPERIMENTS_RUN = experiment_names()
 
@@ -195,8 +193,7 @@ def test_experiment_fits_and_tests_through_the_cli(name: str, tmp_path: Path, mo
     monkeypatch.setattr("sys.argv", ["objdecomp"])
     config = str(EXPERIMENTS / f"{name}.yaml")
     labelled = any("labelled_subset" in f.read_text() for f in experiment_config_files(name))
-    data = tiny_data(data_class_path(name), tmp_path / "data", labelled) + SHORTENED.get(name, []) \
-        + offline_flags(name)
+    data = tiny_data(data_class_path(name), tmp_path / "data", labelled) + evaluation_flags(name)
 
     main(["fit", "--config", config, *data, *RUN])
     checkpoints = sorted(results.glob(f"{name}/*/checkpoints/last.ckpt"))
