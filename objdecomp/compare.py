@@ -317,14 +317,17 @@ def render(grid: Grid, cells: Sequence[Cell], out: Path, wandb_log: bool) -> Pat
 
 
 def log_to_wandb(columns: List[str], rows: List[List[str]], chart: Path) -> None:
-    """The comparison as one W&B run (job type ``compare``): a table and the chart."""
+    """The comparison as one W&B run (job type ``compare``, its files beside the chart): a
+    table and the chart."""
     import wandb
 
     from objdecomp.runs import WANDB_PROJECT, wandb_mode
 
+    if wandb.run is not None:  # an earlier run in this process is over
+        wandb.finish()
     mode, why = wandb_mode()
     print(f"W&B: {mode} ({why})")
-    run = wandb.init(project=WANDB_PROJECT, job_type="compare", mode=mode,
+    run = wandb.init(project=WANDB_PROJECT, job_type="compare", mode=mode, dir=str(chart.parent),
                      name=f"compare-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}",
                      settings=wandb.Settings(silent=True, init_timeout=30))
     run.log({"comparison": wandb.Table(columns=columns, data=rows),

@@ -146,7 +146,6 @@ def test_a_killed_compare_continues_where_it_stopped(tmp_path):
 
 def test_the_comparison_goes_to_wandb_as_a_table_and_the_chart(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     chart = tmp_path / "comparison.png"
     Image.new("RGB", (8, 8), "white").save(chart)
     compare.log_to_wandb(["benchmark", "method", "ARI"], [["Tetrominoes", "MONet", "0.5 (n=1)"]], chart)
