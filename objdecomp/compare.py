@@ -262,7 +262,8 @@ def render_markdown(grid: Grid, cells: Sequence[Cell], out: Path) -> Tuple[str, 
         on_benchmark = [c for c in cells if c.benchmark == benchmark]
         if not on_benchmark:
             continue
-        lines += [f"## {spec['title']}", "", "| method | " + " | ".join(columns) + " | runs |",
+        lines += [f"## {spec['title']}", ""] + ([spec["note"], ""] if spec.get("note") else [])
+        lines += ["| method | " + " | ".join(columns) + " | runs |",
                   "|---" * (len(columns) + 2) + "|"]
         for cell in on_benchmark:
             finished, failed = load_runs(out, cell)

@@ -102,6 +102,8 @@ def test_the_table_gives_mean_std_and_n_and_says_why_a_metric_is_missing(tmp_pat
     assert "1 failed" in monet_row
     assert rows[0][:3] == [GRID.benchmarks["tetrominoes"]["title"], "DTI-Sprites", "0.500 ± 0.141 (n=2)"]
     assert "## Tetrominoes" in text and "## Multi-Texture" not in text  # only benchmarks with cells
+    single = compare.selected(GRID.cells, ["textured_shape/redo"])
+    assert "ARI-FG only says" in compare.render_markdown(GRID, single, tmp_path)[0]  # the benchmark's note
     assert compare.summary([], [], "ari") == "not run"
 
 
