@@ -21,7 +21,7 @@ docs/methods/perturbgan.md lists where the configs follow the authors' code rath
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
