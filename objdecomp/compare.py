@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from objdecomp.paths import EXPERIMENTS, results_root
+from objdecomp.paths import EXPERIMENTS, results_root, write_atomically
 from objdecomp.tables import cell as mean_std
 
 GRID_FILE = EXPERIMENTS / "comparison.yaml"
@@ -184,13 +184,6 @@ def run_one(grid: Grid, name: str, seed: int, budget: Budget, out: Path, threads
     record.update(git_revision=git_revision(), hardware=hardware(),
                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     write_atomically(run_path(out, cell, seed), json.dumps(record, indent=1) + "\n")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text)
-    partial.replace(path)
 
 
 # --- the whole grid ----------------------------------------------------------------------------

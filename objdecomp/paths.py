@@ -15,3 +15,13 @@ EXPERIMENTS = REPO_ROOT / "experiments"
 def results_root() -> Path:
     """Root of results JSON files, checkpoints and pictures (``$OBJDECOMP_RESULTS``, default ``./results``)."""
     return Path(os.environ.get("OBJDECOMP_RESULTS", "results")).expanduser()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it into place, so that a
+    reader (or a resumed command) never sees a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    partial.replace(path)
+

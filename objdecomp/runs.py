@@ -28,7 +28,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from objdecomp.paths import EXPERIMENTS, REPO_ROOT, results_root
+from objdecomp.paths import EXPERIMENTS, REPO_ROOT, results_root, write_atomically
 
 WANDB_PROJECT = os.environ.get("WANDB_PROJECT", "objdecomp")
 WANDB_DEFAULT_URL = "https://api.wandb.ai"
@@ -124,18 +124,12 @@ def record_training_start(run: RunInfo, from_step: int) -> List[Dict[str, Any]]:
         "created": _now(), "revisions": []}
     record["revisions"].append({"git_revision": git_revision(), "started": _now(), "from_step": from_step})
     run.directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(run.directory / RUN_FILE, json.dumps(record, indent=2) + "\n")
+    write_atomically(run.directory / RUN_FILE, json.dumps(record, indent=2) + "\n")
     return record["revisions"]
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 # --- names, revisions, hardware --------------------------------------------------------------

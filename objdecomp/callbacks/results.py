@@ -22,7 +22,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_info
 
-from objdecomp.paths import results_root
+from objdecomp.paths import results_root, write_atomically
 from objdecomp.runs import RunInfo, git_revision, hardware, read_run_record, record_training_start
 
 
@@ -99,10 +99,7 @@ class ResultsWriter(pl.Callback):
         }
         suffix = "" if split == "test" else f".{split}"
         path = results_root() / self.run.experiment / f"{record['run']}{suffix}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")  # write then rename: never a half-written file
-        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-        tmp.replace(path)
+        write_atomically(path, json.dumps(record, indent=2, default=str) + "\n")
         return path
 
 
