@@ -70,6 +70,8 @@ class MultiMNISTDataModule(ProceduralDataModule):
         test_size: test images (10k).
         test_objects: digits per test image (7, the generalisation test); ``None`` draws the
             test split like the training split.
+        image_size: canvas side (64 in the paper; smaller canvases are CPU-sized variants).
+        patch: digit patch side (15 in the paper); by default 15/64 of the canvas (odd).
         eval_on_train: evaluate on the first training images instead of disjoint splits.
         cache_dir: optional uint8 on-disk cache of the rendered splits.
         batch_size, options: see :class:`ObjectDataModule`; its ``seed`` also seeds
@@ -82,18 +84,22 @@ class MultiMNISTDataModule(ProceduralDataModule):
     def __init__(self, train_size: int = 190_000, val_size: int = 10_000,
                  test_size: int = 10_000, test_objects: Optional[int] = 7,
                  eval_on_train: bool = False, cache_dir: Optional[str] = None,
-                 batch_size: int = 64, **options: Any):
+                 batch_size: int = 64, image_size: int = 64, patch: Optional[int] = None,
+                 **options: Any):
         super().__init__(train_size, val_size, test_size, eval_on_train, cache_dir,
                          batch_size, **options)
         self.test_objects = test_objects
         self.max_objects = max(3, test_objects or 0)
+        self.image_size = image_size
+        self.patch = patch if patch is not None else (15 * image_size // 64) | 1
         self.source = mnist_source()
 
     def renderer(self, split: str) -> MultiMNISTRenderer:
         if split == "test" and self.test_objects is not None:
             return MultiMNISTRenderer(self.pool_size, self.source, self.test_objects,
-                                      self.test_objects)
-        return MultiMNISTRenderer(self.pool_size, self.source)
+                                      self.test_objects, self.image_size, self.patch)
+        return MultiMNISTRenderer(self.pool_size, self.source, size=self.image_size,
+                                  patch=self.patch)
 
 
 class MultiMNIST1kDataModule(MultiMNISTDataModule):

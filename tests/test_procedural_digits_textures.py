@@ -69,6 +69,17 @@ def test_multi_mnist_is_binary_and_labels_digits():
     assert torch.equal(batch["image"][:, 0] > 0, batch["mask"] > 0)
 
 
+
+def test_multi_mnist_image_size_scales_the_digits():
+    small = MultiMNIST1kDataModule(image_size=32, train_size=64, test_objects=None)
+    assert small.facts["image_size"] == 32 and small.patch == 7  # 15/64 of the canvas, odd
+    batch = default_collate(small.make_dataset("train").__getitems__(list(range(64))))
+    assert batch["image"].shape[-2:] == (32, 32)
+    full = default_collate(MultiMNIST1kDataModule(train_size=64).make_dataset("train")
+                           .__getitems__(list(range(64))))
+    area = lambda b: (b["mask"] > 0).float().mean()
+    assert abs(area(batch) - area(full)) < 0.02  # digits keep their share of the canvas
+
 def test_colored_mnist_colour_laws():
     dataset = ColoredMNISTDataModule(train_size=32).make_dataset("train")
     batch = default_collate(dataset.__getitems__(list(range(16))))
