@@ -16,7 +16,8 @@ RESULTS := $(or $(OBJDECOMP_RESULTS),results)
 EXP_FILE = experiments/$(EXP).yaml
 
 .PHONY: help install test test-slow train eval tables compare report sweep data gallery demo \
-        bench-metrics bench-data bench-learn bench-speed bench-speed-redo figure4 experiments clean
+        bench-metrics bench-data bench-learn bench-speed bench-speed-redo bench-speed-perturbgan \
+        figure4 experiments clean
 
 help:
 	@echo "make install                      create .venv and install objdecomp with its pinned dependencies"
@@ -32,8 +33,9 @@ help:
 	@echo "make data DATASET=<name>          download, verify and prepare a real dataset"
 	@echo "make gallery DATASET=<name>       PNG grid of a dataset's samples and ground truth"
 	@echo "make bench-learn EXP=<name>        learning check of any experiment (benchmarks/bench_learn.py; ARGS=--minutes 30 | --steps N)"
-	@echo "make bench-metrics | bench-data | bench-speed | bench-speed-redo"
-	@echo "  (DTI_SPRITES_CODE=<checkout> make bench-speed, REDO_CODE=<checkout> make bench-speed-redo:"
+	@echo "make bench-metrics | bench-data | bench-speed | bench-speed-redo | bench-speed-perturbgan"
+	@echo "  (DTI_SPRITES_CODE=<checkout> make bench-speed, REDO_CODE=<checkout> make bench-speed-redo,"
+	@echo "   PERTURBGAN_CODE=<checkout> make bench-speed-perturbgan:"
 	@echo "   the authors' code timed in the same invocation, the ratio printed)"
 	@echo "make figure4                      ReDO's Figure 4 (supervised curve vs unsupervised) as PNG"
 
@@ -127,6 +129,9 @@ bench-speed:
 
 bench-speed-redo:
 	$(PY) benchmarks/bench_redo_speed.py $(ARGS)
+
+bench-speed-perturbgan:
+	$(PY) benchmarks/bench_perturbgan_speed.py $(ARGS)
 
 # ReDO's Figure 4 from the redo_supervised_* and redo_* results files (README: ReDO).
 figure4:

@@ -32,36 +32,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Dict, List
+from typing import List
 
-from machine import machine_line, matmul_gflops, sync
+from machine import machine_line, matmul_gflops
+from side_by_side import (AuthorsDone, fit_timed, in_memory_datamodule, measure_in_process,
+                          peak_mib, rendered_images, stamp_adam_steps)
 
 AUTHORS_CODE_VARIABLE = "REDO_CODE"
 AIM = 1.5  # the authors' time over ours at redraw-all (issue #14)
-IMAGES = 4  # batches of distinct images in memory (both sides cycle through them)
-
-
-def images(batch_size: int) -> Dict[str, "object"]:
-    """The images both sides train on: textured shapes at 128×128, rendered once."""
-    from datamodules.textured_shape import TexturedShapeDataModule
-
-    data = TexturedShapeDataModule(image_size=128, train_size=IMAGES * batch_size, val_size=8,
-                                   test_size=8, batch_size=batch_size)
-    return {split: data.sample_batch(split, IMAGES * batch_size) for split in ("train", "val", "test")}
 
 
 def run_ours(redraw: str, args) -> dict:
     """Our iterations through Lightning, as `objdecomp fit` runs them."""
-    import pytorch_lightning as pl
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     from objdecomp.cli import ObjdecompCLI, config_arguments
 
@@ -69,64 +56,12 @@ def run_ours(redraw: str, args) -> dict:
     experiment = [*config_arguments("redo_flowers"), f"--model.init_args.redraw={redraw}",
                   "--trainer.logger=false"]
     model = ObjdecompCLI(args=experiment, run=False).model  # as `objdecomp fit` builds it
-    steps, iterations, cpu = [], [], []
-    update = model.updates.update  # one player's update: toggle, backward, step
-
-    def timed_update(*update_args, **kwargs):
-        sync(args.device)
-        start = time.perf_counter()
-        value = update(*update_args, **kwargs)
-        sync(args.device)
-        steps.append(time.perf_counter() - start)
-        return value
-
-    model.updates.update = timed_update
-    flops = FlopCounterMode(display=False)
-
-    class IterationTimer(pl.Callback):
-        """Times every iteration; counts the FLOPs of the first (a warm-up, untimed)."""
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            if batch_idx == 0:
-                flops.__enter__()
-            sync(args.device)
-            self.start, self.cpu = time.perf_counter(), cpu_seconds()
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            sync(args.device)
-            iterations.append(time.perf_counter() - self.start)
-            cpu.append(cpu_seconds() - self.cpu)
-            if batch_idx == 0:
-                flops.__exit__(None, None, None)
-
-    trainer = pl.Trainer(accelerator=args.device, devices=1, precision="32",
-                         max_steps=2 * (args.iterations + args.warmup), logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0,
-                         use_distributed_sampler=False, callbacks=[IterationTimer()])
-    trainer.fit(model, in_memory_datamodule(images(args.batch_size), args.batch_size))
-    skip = args.warmup
-    return {"iteration_s": iterations[skip:], "g_step_s": steps[2 * skip :: 2],
-            "d_step_s": steps[2 * skip + 1 :: 2], "cpu_s": cpu[skip:],
-            "tflop": flops.get_total_flops() / 1e12}
-
-
-def in_memory_datamodule(batches: Dict[str, dict], batch_size: int):
-    """A datamodule serving the rendered images (built here: datamodules import objdecomp)."""
-    from datamodules.base import ObjectDataModule
-
-    class InMemoryImages(ObjectDataModule):
-        image_size, channels, max_objects, num_background = 128, 3, 1, 1
-
-        def make_dataset(self, split: str):
-            batch = batches[split]
-            return [{key: value[i] for key, value in batch.items()} for i in range(len(batch["image"]))]
-
-    return InMemoryImages(batch_size=batch_size)
-
-
-class AuthorsDone(Exception):
-    """Raised from the authors' optimizer step once enough iterations are timed."""
+    timed = fit_timed(model, in_memory_datamodule(rendered_images(args.batch_size), args.batch_size),
+                      args.device, args.iterations + args.warmup)
+    steps, skip = timed["step_s"], args.warmup
+    return {"iteration_s": timed["iteration_s"][skip:], "g_step_s": steps[2 * skip :: 2],
+            "d_step_s": steps[2 * skip + 1 :: 2], "cpu_s": timed["cpu_s"][skip:],
+            "tflop": timed["tflop"]}
 
 
 def run_authors(checkout: Path, args) -> dict:
@@ -139,7 +74,7 @@ def run_authors(checkout: Path, args) -> dict:
     sys.path.insert(0, str(checkout))
     import datasets
 
-    data = images(args.batch_size)
+    data = rendered_images(args.batch_size)
 
     class Rendered(torch.utils.data.Dataset):  # their dataset's items: (image in [-1, 1], mask)
         def __init__(self, root, split="train", transform=None):
@@ -152,27 +87,16 @@ def run_authors(checkout: Path, args) -> dict:
             return self.batch["image"][index] * 2 - 1, self.batch["mask"][index][None].float()
 
     datasets.FlowersDataset = Rendered
-    adam_init, adam_step = torch.optim.Adam.__init__, torch.optim.Adam.step
+    adam_init = torch.optim.Adam.__init__
 
     def float_betas(self, params, *a, betas=(0.9, 0.999), **kwargs):
         adam_init(self, params, *a, betas=tuple(float(b) for b in betas), **kwargs)
 
-    stamps: List[float] = []  # after every Adam step: F, G, δ (G step), then D (D step)
-    cpu: List[float] = []  # process CPU seconds at the same moments
     flops = FlopCounterMode(display=False)
-
-    def timed_step(self, *a, **kwargs):
-        result = adam_step(self, *a, **kwargs)
-        sync(args.device)
-        stamps.append(time.perf_counter())
-        cpu.append(cpu_seconds())
-        if len(stamps) == 4:  # the end of the first (warm-up) iteration
-            flops.__exit__(None, None, None)
-        if len(stamps) == 4 * (args.warmup + args.iterations):
-            raise AuthorsDone
-        return result
-
-    torch.optim.Adam.__init__, torch.optim.Adam.step = float_betas, timed_step
+    # after every Adam step: F, G, δ (G step), then D (D step); process CPU seconds likewise
+    stamps, cpu = stamp_adam_steps(args.device, flops, flop_steps=4,
+                                   last_step=4 * (args.warmup + args.iterations))
+    torch.optim.Adam.__init__ = float_betas
     source = (checkout / "train.py").read_text()
     device_line = 'opt.device = "cuda:0"'
     if device_line not in source:
@@ -196,13 +120,6 @@ def run_authors(checkout: Path, args) -> dict:
             "tflop": flops.get_total_flops() / 1e12}
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process's threads so far: what an iteration costs, however many other
-    processes share the cores (wall time also counts the waits for them)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def worker(args) -> None:
     """One measurement (``--worker ours|authors``): its JSON on the last line of stdout."""
     import torch
@@ -210,7 +127,7 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     result = (run_authors(Path(os.environ[AUTHORS_CODE_VARIABLE]), args) if args.worker == "authors"
               else run_ours(args.redraw[0], args))
-    result["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_mib"] = peak_mib()
     print(json.dumps(result))
 
 
@@ -220,15 +137,8 @@ def measure(who: str, redraw: str, args) -> dict:
                "--threads", str(args.threads), "--iterations", str(args.iterations),
                "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
                "--device", args.device]
-    load_before = os.getloadavg()[0]
-    out = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{who} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(who=who, redraw=redraw if who == "ours" else "all",
-                  load=f"{load_before:.1f}->{os.getloadavg()[0]:.1f}")
-    return result
+    return measure_in_process(who, command, args.threads,
+                              redraw=redraw if who == "ours" else "all")
 
 
 def show(row: dict, peak_gflops: float) -> str:
